@@ -1,0 +1,215 @@
+"""The capture format, version 1 (../shared/docs/CAPTURE-FORMAT.md): reading and writing.
+
+A capture is JSON Lines, plain or gzip (decided by the magic bytes, not the name): a header line, then
+one record per line in non-decreasing ``ts`` order. Readers ignore unknown keys. This writer adds one
+optional key of its own to ``open`` records, ``plan`` (what the adapter meant the connection to carry),
+which older readers ignore and which lets replay hand the adapter the same plan as the live run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+VERSION = 1
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class CaptureError(Exception):
+    """A capture that cannot be read: the message names the file and, where known, the line."""
+
+
+class Header(msgspec.Struct):
+    capture: str
+    version: int
+    venues: list[str] = []
+    source: str | None = None
+    note: str | None = None
+
+
+class Open(msgspec.Struct, tag_field="ev", tag="open", omit_defaults=True):
+    ts: int
+    conn: str
+    venue: str
+    url: str
+    plan: Any = None
+
+
+class Send(msgspec.Struct, tag_field="ev", tag="send", omit_defaults=True):
+    ts: int
+    conn: str
+    data: str
+
+
+class Recv(msgspec.Struct, tag_field="ev", tag="recv", omit_defaults=True):
+    ts: int
+    conn: str
+    data: str | None = None
+    b64: str | None = None  # a binary frame, base64
+
+    def payload(self) -> str | bytes:
+        if self.data is not None:
+            return self.data
+        import base64
+
+        return base64.b64decode(self.b64 or "")
+
+
+class Close(msgspec.Struct, tag_field="ev", tag="close", omit_defaults=True):
+    ts: int
+    conn: str
+    code: int | None = None
+    reason: str | None = None
+
+
+class Rest(msgspec.Struct, tag_field="ev", tag="rest", omit_defaults=True):
+    ts: int
+    venue: str
+    url: str
+    status: int
+    data: str
+    error: str | None = None  # our extension: why there was no HTTP answer (status 0)
+
+
+Record = Open | Send | Recv | Close | Rest
+
+_header_decoder = msgspec.json.Decoder(Header)
+_record_decoder = msgspec.json.Decoder(Record)
+_encoder = msgspec.json.Encoder()
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    fh = open(path, "rb")
+    magic = fh.peek(2)[:2] if hasattr(fh, "peek") else b""
+    if magic == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
+    return fh
+
+
+def read_capture(path: str | Path) -> tuple[Header, Iterator[Record]]:
+    """Open a capture: return its header and an iterator over its records.
+
+    Raises CaptureError naming the file (and line) for an empty file, a header that is not a
+    marketfeed capture, an unknown version, a malformed record or a truncated gzip stream.
+    """
+    path = Path(path)
+    try:
+        fh = _open_binary(path)
+        first = fh.readline()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CaptureError(f"{path}: cannot read: {exc}") from None
+    if not first.strip():
+        fh.close()
+        raise CaptureError(f"{path}:1: empty file, expected a capture header")
+    try:
+        header = _header_decoder.decode(first)
+    except msgspec.DecodeError as exc:
+        fh.close()
+        raise CaptureError(f"{path}:1: not a capture header ({exc})") from None
+    if header.capture != "marketfeed":
+        fh.close()
+        raise CaptureError(f"{path}:1: not a marketfeed capture (capture={header.capture!r})")
+    if header.version != VERSION:
+        fh.close()
+        raise CaptureError(
+            f"{path}:1: capture version {header.version} is not supported (this reader knows {VERSION})"
+        )
+    return header, _records(path, fh)
+
+
+def _records(path: Path, fh: io.BufferedIOBase) -> Iterator[Record]:
+    decode = _record_decoder.decode
+    lineno = 1
+    try:
+        with fh:
+            for line in fh:
+                lineno += 1
+                if not line.strip():
+                    continue
+                try:
+                    yield decode(line)
+                except msgspec.DecodeError as exc:
+                    raise CaptureError(f"{path}:{lineno}: bad record: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        # gzip raises EOFError on a truncated stream, BadGzipFile (an OSError) on corrupt data
+        raise CaptureError(f"{path}:{lineno + 1}: truncated or corrupt: {exc}") from None
+
+
+class CaptureWriter:
+    """Writes one capture file. Not thread-safe; call ``close`` (or use as a context manager)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        venues: list[str],
+        source: str = "marketfeed",
+        note: str | None = None,
+        **header_extra: Any,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        raw = open(self.path, "wb")
+        self._fh: io.BufferedIOBase = (
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=5)  # type: ignore[assignment]
+            if self.path.name.endswith(".gz")
+            else raw
+        )
+        self._raw = raw
+        self._buf = bytearray()
+        self.bytes_written = 0
+        self.records = 0
+        header: dict[str, Any] = {"capture": "marketfeed", "version": VERSION, "venues": venues}
+        header["source"] = source
+        if note is not None:
+            header["note"] = note
+        header.update(header_extra)
+        self._write(header)
+
+    def _write(self, obj: Any) -> None:
+        buf = self._buf
+        buf.clear()
+        _encoder.encode_into(obj, buf)
+        buf.extend(b"\n")
+        self._fh.write(buf)
+        self.bytes_written += len(buf)
+        self.records += 1
+
+    def open(self, ts: int, conn: str, venue: str, url: str, plan: Any = None) -> None:
+        self._write(Open(ts, conn, venue, url, plan))
+
+    def send(self, ts: int, conn: str, data: str) -> None:
+        self._write(Send(ts, conn, data))
+
+    def recv(self, ts: int, conn: str, data: str | bytes) -> None:
+        if isinstance(data, str):
+            self._write(Recv(ts, conn, data=data))
+        else:
+            import base64
+
+            self._write(Recv(ts, conn, b64=base64.b64encode(data).decode("ascii")))
+
+    def close_conn(self, ts: int, conn: str, code: int | None, reason: str | None) -> None:
+        self._write(Close(ts, conn, code, reason))
+
+    def rest(self, ts: int, venue: str, url: str, status: int, data: str, error: str | None = None) -> None:
+        self._write(Rest(ts, venue, url, status, data, error))
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._raw is not self._fh:
+            self._raw.close()
+
+    def __enter__(self) -> CaptureWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
