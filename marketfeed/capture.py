@@ -39,6 +39,9 @@ class Open(msgspec.Struct, tag_field="ev", tag="open", omit_defaults=True):
     venue: str
     url: str
     plan: Any = None
+    # our extension: this open repeats, at the top of a rotated file, a connection opened in an
+    # earlier file, so the file replays on its own; replay of the files in sequence skips it
+    resumed: bool = False
 
 
 class Send(msgspec.Struct, tag_field="ev", tag="send", omit_defaults=True):
@@ -180,8 +183,10 @@ class CaptureWriter:
         self.bytes_written += len(buf)
         self.records += 1
 
-    def open(self, ts: int, conn: str, venue: str, url: str, plan: Any = None) -> None:
-        self._write(Open(ts, conn, venue, url, plan))
+    def open(
+        self, ts: int, conn: str, venue: str, url: str, plan: Any = None, resumed: bool = False
+    ) -> None:
+        self._write(Open(ts, conn, venue, url, plan, resumed))
 
     def send(self, ts: int, conn: str, data: str) -> None:
         self._write(Send(ts, conn, data))
