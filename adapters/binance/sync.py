@@ -5,8 +5,8 @@ applies levels and emits events. Update ids are per symbol and shared by every c
 what lets the same rules accept a bridging diff after a snapshot and after a connection hand-over.
 
 Spot:  stale if ``u <= book_id``; gap if ``U > book_id + 1``; otherwise apply (this also bridges).
-USD-M: apply if ``pu == book_id``; stale if ``u < book_id``; after a snapshot or hand-over the first
-       diff may instead bridge with ``U <= book_id <= u``; anything else is a gap.
+USD-M: apply if ``pu == book_id``; after a snapshot or hand-over the first diff may instead bridge
+       with ``U <= book_id <= u``; stale if ``u <= book_id``; anything else is a gap.
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ class DepthSync:
         if self.futures:
             if d.pu == book_id:
                 return APPLY
-            if d.u < book_id:
-                return STALE
             if self.bridging and d.U <= book_id <= d.u:
                 return APPLY
+            if d.u <= book_id:
+                return STALE
             return GAP
         if d.u <= book_id:
             return STALE
