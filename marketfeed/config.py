@@ -1,21 +1,39 @@
 """The TOML configuration, validated into msgspec Structs.
 
 Unknown keys and bad values are errors: ``load_config`` raises ConfigError with one line naming the
-file and the key (the CLI prints it and exits with code 2).
+file and the key as it is written in TOML (``venues.binance.depth``, ``sinks[1].path``); the CLI prints
+it and exits with code 2.
+
+The file is parsed with ``tomllib`` and each section is converted on its own, so that every error
+message carries the full key path (msgspec alone would report ``venues[...]`` for a dict value).
+Checks that concern one field raise ``ValueError("field: message")`` from ``__post_init__``; the
+``field:`` prefix is joined onto the path of the struct being converted.
 """
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 VENUES = ("binance", "binance-usdm", "kraken", "coinbase", "okx")
 CHANNELS = ("trades", "book")
+BINANCE_VENUES = ("binance", "binance-usdm")
+# diff-depth stream speeds the venue offers (EXCHANGES.md): spot @100ms/@1000ms, USD-M @0/100/250/500ms
+BINANCE_BOOK_INTERVALS = {"binance": (100, 1000), "binance-usdm": (0, 100, 250, 500)}
+BINANCE_ONLY_KEYS = ("trade_stream", "book_interval_ms", "snapshot_weight_per_minute")
+ON_FULL = ("drop_oldest", "drop_newest")
 
 
 class ConfigError(Exception):
     pass
+
+
+def _bad(field: str, message: str) -> ValueError:
+    return ValueError(f"{field}: {message}")
 
 
 class Backoff(msgspec.Struct, forbid_unknown_fields=True):
@@ -27,9 +45,9 @@ class Backoff(msgspec.Struct, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if not (0 < self.base <= self.cap):
-            raise ValueError("backoff needs 0 < base <= cap")
+            raise _bad("base", "backoff needs 0 < base <= cap")
         if self.reset_after <= 0:
-            raise ValueError("reset_after must be positive")
+            raise _bad("reset_after", "must be positive")
 
 
 class VenueConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -48,38 +66,73 @@ class VenueConfig(msgspec.Struct, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if not self.symbols:
-            raise ValueError("symbols must not be empty")
+            raise _bad("symbols", "must not be empty")
         for s in self.symbols:
             if s != s.upper() or "-" not in s:
-                raise ValueError(f"symbol {s!r} is not a normalised name such as BTC-USDT")
+                raise _bad("symbols", f"{s!r} is not a normalised name such as BTC-USDT")
         if len(set(self.symbols)) != len(self.symbols):
-            raise ValueError("symbols has duplicates")
+            raise _bad("symbols", "has duplicates")
+        if not self.channels:
+            raise _bad("channels", "must not be empty")
         for c in self.channels:
             if c not in CHANNELS:
-                raise ValueError(f"unknown channel {c!r} (expected one of {', '.join(CHANNELS)})")
+                raise _bad("channels", f"unknown channel {c!r} (expected one of {', '.join(CHANNELS)})")
+        if len(set(self.channels)) != len(self.channels):
+            raise _bad("channels", "has duplicates")
+        if self.depth is not None and self.depth <= 0:
+            raise _bad("depth", "must be positive")
         if self.stale_after is not None and self.stale_after <= 0:
-            raise ValueError("stale_after must be positive")
+            raise _bad("stale_after", "must be positive")
         if not (1 <= self.max_streams_per_connection <= 1024):
-            raise ValueError("max_streams_per_connection must be 1..1024")
+            raise _bad("max_streams_per_connection", "must be 1..1024")
+        if self.trade_stream is not None and self.trade_stream not in ("trade", "aggTrade"):
+            raise _bad("trade_stream", f"{self.trade_stream!r} is not 'trade' or 'aggTrade'")
+        if self.snapshot_weight_per_minute is not None and self.snapshot_weight_per_minute <= 0:
+            raise _bad("snapshot_weight_per_minute", "must be positive")
         for name in ("ws_url", "rest_url"):
             url = getattr(self, name)
             if url is not None and "://" not in url:
-                raise ValueError(f"{name} {url!r} is not a URL")
+                raise _bad(name, f"{url!r} is not a URL")
 
 
 class StdoutSinkConfig(msgspec.Struct, tag_field="type", tag="stdout", forbid_unknown_fields=True):
-    queue_size: int = 100_000
+    queue_size: int = 100_000  # events held for this sink before ``on_full`` applies
+    on_full: str = "drop_oldest"
+
+    def __post_init__(self) -> None:
+        _check_queue(self.queue_size, self.on_full)
 
 
 class JsonlSinkConfig(msgspec.Struct, tag_field="type", tag="jsonl", forbid_unknown_fields=True):
     path: str
     queue_size: int = 100_000
-    rotate_mb: float | None = None
-    rotate_minutes: float | None = None
+    on_full: str = "drop_oldest"
+    rotate_mb: float | None = None  # start a new file after this many (uncompressed) megabytes
+    rotate_minutes: float | None = None  # ... or after this many minutes
     gzip: bool = False
+    flush_interval: float = 1.0  # seconds between flushes to the OS; 0 flushes after every batch
+
+    def __post_init__(self) -> None:
+        _check_queue(self.queue_size, self.on_full)
+        if not self.path:
+            raise _bad("path", "must not be empty")
+        if self.rotate_mb is not None and self.rotate_mb <= 0:
+            raise _bad("rotate_mb", "must be positive")
+        if self.rotate_minutes is not None and self.rotate_minutes <= 0:
+            raise _bad("rotate_minutes", "must be positive")
+        if self.flush_interval < 0:
+            raise _bad("flush_interval", "must not be negative")
+
+
+def _check_queue(queue_size: int, on_full: str) -> None:
+    if queue_size <= 0:
+        raise _bad("queue_size", "must be positive")
+    if on_full not in ON_FULL:
+        raise _bad("on_full", f"{on_full!r} is not one of {', '.join(ON_FULL)}")
 
 
 SinkConfig = StdoutSinkConfig | JsonlSinkConfig
+SINK_TYPES = {"stdout": StdoutSinkConfig, "jsonl": JsonlSinkConfig}
 
 
 class RecordConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -88,6 +141,14 @@ class RecordConfig(msgspec.Struct, forbid_unknown_fields=True):
     rotate_minutes: float = 60.0
     gzip: bool = True
 
+    def __post_init__(self) -> None:
+        if not self.dir:
+            raise _bad("dir", "must not be empty")
+        if self.rotate_mb <= 0:
+            raise _bad("rotate_mb", "must be positive")
+        if self.rotate_minutes <= 0:
+            raise _bad("rotate_minutes", "must be positive")
+
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True):
     level: str = "info"
@@ -95,9 +156,9 @@ class LogConfig(msgspec.Struct, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if self.level.lower() not in ("debug", "info", "warning", "error"):
-            raise ValueError(f"unknown log level {self.level!r}")
+            raise _bad("level", f"unknown log level {self.level!r} (expected debug, info, warning, error)")
         if self.format not in ("auto", "json", "console"):
-            raise ValueError(f"unknown log format {self.format!r}")
+            raise _bad("format", f"unknown log format {self.format!r} (expected auto, json, console)")
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
@@ -112,14 +173,23 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
                 raise ValueError(f"unknown venue {name!r} (expected one of {', '.join(VENUES)})")
 
 
+# --- loading ---------------------------------------------------------------------------------------
+
+
 def parse_config(text: str | bytes, source: str = "<config>") -> Config:
+    """Parse and validate TOML text; ConfigError("<source>: <key>: <problem>") on any error."""
     try:
-        config = msgspec.toml.decode(text, type=Config)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_explain(exc)}") from None
-    except msgspec.DecodeError as exc:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        raw = tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
-    return config
+    try:
+        return _build(raw)
+    except _KeyProblem as exc:
+        raise ConfigError(f"{source}: {exc.key}: {exc.message}") from None
 
 
 def load_config(path: str | Path) -> Config:
@@ -131,11 +201,115 @@ def load_config(path: str | Path) -> Config:
     return parse_config(text, str(path))
 
 
-def _explain(exc: msgspec.ValidationError) -> str:
-    """msgspec says "... - at `$.venues.binance.depth`"; turn the path into a TOML key."""
-    msg = str(exc)
-    if " - at `$" in msg:
-        text, _, where = msg.rpartition(" - at `$")
-        key = where.rstrip("`").lstrip(".")
-        return f"{key}: {text}" if key else text
-    return msg
+class _KeyProblem(Exception):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+_TOP_KEYS = Config.__struct_fields__
+
+
+def _build(raw: dict[str, Any]) -> Config:
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise _KeyProblem(key, f"unknown key (expected one of {', '.join(_TOP_KEYS)})")
+
+    venues_raw = raw.get("venues")
+    if venues_raw is None:
+        raise _KeyProblem("venues", "missing: configure at least one venue, e.g. [venues.binance]")
+    if not isinstance(venues_raw, dict):
+        raise _KeyProblem("venues", "expected a table such as [venues.binance]")
+    if not venues_raw:
+        raise _KeyProblem("venues", "no venue configured")
+    venues: dict[str, VenueConfig] = {}
+    for name, table in venues_raw.items():
+        key = f"venues.{name}"
+        if name not in VENUES:
+            raise _KeyProblem(key, f"unknown venue (expected one of {', '.join(VENUES)})")
+        venue = venues[name] = _convert(table, VenueConfig, key)
+        _check_venue(name, venue, table, key)
+
+    sinks: list[SinkConfig] = []
+    sinks_raw = raw.get("sinks", [{"type": "stdout"}])
+    if not isinstance(sinks_raw, list):
+        raise _KeyProblem("sinks", "expected an array of tables: [[sinks]]")
+    for i, table in enumerate(sinks_raw):
+        key = f"sinks[{i}]"
+        if not isinstance(table, dict):
+            raise _KeyProblem(key, "expected a table")
+        kind = table.get("type")
+        if kind is None:
+            raise _KeyProblem(f"{key}.type", f"missing (one of {', '.join(SINK_TYPES)})")
+        if kind not in SINK_TYPES:
+            raise _KeyProblem(f"{key}.type", f"unknown sink type {kind!r} (expected one of {', '.join(SINK_TYPES)})")
+        sinks.append(_convert(table, SINK_TYPES[kind], key))
+    _check_sinks(sinks)
+
+    record = _convert(raw["record"], RecordConfig, "record") if "record" in raw else None
+    log = _convert(raw["log"], LogConfig, "log") if "log" in raw else LogConfig()
+    return Config(venues=venues, sinks=sinks, record=record, log=log)
+
+
+def _check_venue(name: str, venue: VenueConfig, table: dict[str, Any], key: str) -> None:
+    if name in BINANCE_VENUES:
+        for s in venue.symbols:
+            perp = s.endswith("-PERP")
+            if name == "binance-usdm" and not perp:
+                raise _KeyProblem(f"{key}.symbols", f"{s!r}: USD-M symbols are perpetuals such as BTC-USDT-PERP")
+            if name == "binance" and perp:
+                raise _KeyProblem(f"{key}.symbols", f"{s!r}: spot symbols have no -PERP (use binance-usdm)")
+        allowed = BINANCE_BOOK_INTERVALS[name]
+        if venue.book_interval_ms is not None and venue.book_interval_ms not in allowed:
+            raise _KeyProblem(
+                f"{key}.book_interval_ms",
+                f"{venue.book_interval_ms} is not offered by {name} (one of {', '.join(map(str, allowed))})",
+            )
+    else:
+        for field in BINANCE_ONLY_KEYS:
+            if field in table:
+                raise _KeyProblem(f"{key}.{field}", "only applies to binance and binance-usdm")
+
+
+def _check_sinks(sinks: list[SinkConfig]) -> None:
+    stdout = [i for i, s in enumerate(sinks) if isinstance(s, StdoutSinkConfig)]
+    if len(stdout) > 1:
+        raise _KeyProblem(f"sinks[{stdout[1]}]", "only one stdout sink is allowed")
+    paths: dict[str, int] = {}
+    for i, s in enumerate(sinks):
+        if isinstance(s, JsonlSinkConfig):
+            p = str(Path(s.path).expanduser().resolve())
+            if p in paths:
+                raise _KeyProblem(f"sinks[{i}].path", f"same file as sinks[{paths[p]}].path")
+            paths[p] = i
+
+
+def _convert(table: Any, type_: type, key: str) -> Any:
+    if not isinstance(table, dict):
+        raise _KeyProblem(key, "expected a table")
+    try:
+        return msgspec.convert(table, type_)
+    except msgspec.ValidationError as exc:
+        raise _KeyProblem(*_explain(str(exc), key)) from None
+
+
+_AT = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_FIELD_PREFIX = re.compile(r"^(?P<field>[a-z_][a-z0-9_]*): (?P<text>.*)$", re.S)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+
+
+def _explain(message: str, prefix: str) -> tuple[str, str]:
+    """msgspec's "Expected `int`, got `str` - at `$.backoff.base`" -> ("<prefix>.backoff.base", text)."""
+    m = _AT.match(message)
+    assert m is not None  # the pattern matches any string
+    text, path = m["text"], m["path"] or ""
+    key = prefix + path
+    if (u := _UNKNOWN.match(text)) is not None:
+        return f"{key}.{u['field']}", "unknown key"
+    if (u := _MISSING.match(text)) is not None:
+        return f"{key}.{u['field']}", "required key is missing"
+    if (f := _FIELD_PREFIX.match(text)) is not None:
+        return f"{key}.{f['field']}", f["text"]
+    return key, text[:1].lower() + text[1:]

@@ -7,7 +7,9 @@ by the caller's timestamps, not a clock, so pure adapters can use it.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import sys
+from typing import Any, TextIO
 
 import structlog
 
@@ -44,3 +46,52 @@ class RateLimitedLog:
                 kw["suppressed"] = held
             self._log.error(event, **kw)
         return ok
+
+
+def configure_logging(level: str = "info", format: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog (and the standard library's logging, which aiohttp uses) for the CLI.
+
+    Logs go to ``stream`` (stderr by default) so that the events on stdout stay pure JSON Lines.
+    ``format``: "json", "console", or "auto" (JSON unless stdout is a terminal: a daemon under a
+    supervisor or in a pipe writes machine-readable logs, a person at a terminal gets readable ones).
+    Per-connection context bound with ``structlog.contextvars.bound_contextvars`` is merged into
+    every line.
+    """
+    stream = stream if stream is not None else sys.stderr
+    if format == "auto":
+        format = "console" if sys.stdout.isatty() else "json"
+    numeric = _LEVELS[level.lower()]
+    renderer: Any
+    if format == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if format == "json":
+        processors.append(structlog.processors.format_exc_info)
+    processors.append(renderer)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    # Third-party libraries log through the standard library: same stream, same level.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_marketfeed", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream)
+    handler._marketfeed = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    # debug is for our own code: asyncio and aiohttp at debug level would drown it
+    root.setLevel(max(numeric, logging.INFO))
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
