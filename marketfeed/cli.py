@@ -1,0 +1,238 @@
+"""The ``marketfeed`` command: run the daemon, check a config, replay captures.
+
+Exit codes: 0 success; 2 bad config or usage (one line on stderr naming the file and key);
+1 runtime failure or an unreadable capture (a message on stderr naming the file and line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import BinaryIO
+
+from marketfeed.capture import CaptureError
+from marketfeed.config import Config, ConfigError, load_config
+from marketfeed.events import Event, encode_lines
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+CHUNK = 1 << 20  # replay output is written in chunks of about this many bytes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"marketfeed: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marketfeed",
+        description="Exchange market data: correct order books and one normalised event stream.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon (stop with SIGINT or SIGTERM)")
+    run.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
+    run.add_argument("--record", metavar="DIR", help="also record captures to DIR (overrides [record] dir)")
+    _log_options(run)
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and print a summary")
+    check.add_argument("config", metavar="FILE")
+    check.set_defaults(func=_cmd_check_config)
+
+    replay = sub.add_parser("replay", help="replay captures through the adapters, write events as JSON Lines")
+    replay.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture files, replayed in order as one recording")
+    replay.add_argument("--out", required=True, metavar="FILE", help="output JSONL file (gzip if it ends in .gz), or - for stdout")
+    replay.add_argument("--speed", type=_positive_float, metavar="N", help="pace at N times recorded time (default: as fast as possible)")
+    replay.add_argument("--config", metavar="FILE", help="take venue settings from this config (default: follow every symbol in the capture)")
+    _log_options(replay)
+    replay.set_defaults(func=_cmd_replay)
+    return parser
+
+
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="overrides [log] level")
+    parser.add_argument("--log-format", choices=("auto", "json", "console"), help="overrides [log] format")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
+    from marketfeed.logging import configure_logging
+
+    level = args.log_level or (config.log.level if config else "info")
+    fmt = args.log_format or (config.log.format if config else "auto")
+    configure_logging(level, fmt)
+
+
+# --- check-config -----------------------------------------------------------------------------------
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    _build_adapters(config, args.config)
+    venues = "; ".join(
+        f"{name}: {', '.join(v.symbols)} ({'+'.join(v.channels)})" for name, v in config.venues.items()
+    )
+    sinks = ", ".join(_describe_sink(s) for s in config.sinks) or "none"
+    record = f"; record: {config.record.dir}" if config.record else ""
+    print(f"ok: {args.config}: venues: {venues}; sinks: {sinks}{record}")
+    return EXIT_OK
+
+
+def _describe_sink(sink: object) -> str:
+    path = getattr(sink, "path", None)
+    kind = type(sink).__name__.removesuffix("SinkConfig").lower()
+    return f"{kind} {path}" if path else kind
+
+
+def _build_adapters(config: Config, source: str) -> dict:
+    """Construct each venue's adapter: venue-specific settings are checked by the adapter itself."""
+    from marketfeed.venues import make_adapter
+
+    adapters = {}
+    for name, venue in config.venues.items():
+        try:
+            adapters[name] = make_adapter(name, venue)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: venues.{name}: {exc}") from None
+    return adapters
+
+
+# --- run ----------------------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    adapters = _build_adapters(config, args.config)
+    _setup_logging(args, config)
+    from marketfeed.daemon import Daemon, run_event_loop
+
+    daemon = Daemon(config, record_dir=args.record, adapters=adapters)
+    return run_event_loop(daemon.run())
+
+
+# --- replay -------------------------------------------------------------------------------------------
+
+
+class _ChunkedOutput:
+    """JSON Lines into one bytearray, written out in big chunks: no per-event work beyond encoding."""
+
+    def __init__(self, out: str) -> None:
+        self.stdout = out == "-"
+        if self.stdout:
+            sys.stdout.flush()
+            self._fh: BinaryIO = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+        elif out.endswith(".gz"):
+            self._fh = gzip.open(out, "wb", compresslevel=5)  # type: ignore[assignment]
+        else:
+            self._fh = open(out, "wb", buffering=0)
+        self.buf = bytearray()
+        self.events = 0
+
+    def emit(self, events: list[Event]) -> None:
+        self.events += len(events)
+        encode_lines(events, self.buf)
+        if len(self.buf) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf:
+            self._fh.write(self.buf)
+            self.buf.clear()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._fh.close()
+
+
+def _paced(emit: Callable[[list[Event]], None], flush: Callable[[], None], speed: float) -> Callable[[list[Event]], None]:
+    """Pace batches at ``speed`` times their recorded ``ts_recv``: sleep only when ahead of schedule."""
+    start: list[float] = []  # [first recorded ts (ns), wall clock (s) at the first batch]
+
+    def paced(events: list[Event]) -> None:
+        ts = events[0].ts_recv
+        if not start:
+            start.extend((ts, time.monotonic()))
+        else:
+            ahead = start[1] + (ts - start[0]) / 1e9 / speed - time.monotonic()
+            if ahead > 0.001:
+                flush()  # a paced consumer should see events when they are due, not a chunk later
+                time.sleep(ahead)
+        emit(events)
+
+    return paced
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else None
+    _setup_logging(args, config)
+    import structlog
+
+    from marketfeed.replay import ReplayError, replay_to
+
+    log = structlog.get_logger("marketfeed.replay")
+    try:
+        out = _ChunkedOutput(args.out)
+    except OSError as exc:
+        print(f"marketfeed replay: {args.out}: cannot write: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
+    emit = out.emit if args.speed is None else _paced(out.emit, out.flush, args.speed)
+    started = time.perf_counter()
+    try:
+        try:
+            replayer = replay_to(args.captures, emit, config)
+        finally:
+            out.close()  # also on failure: the events before the bad line are kept
+    except (CaptureError, ReplayError) as exc:
+        print(f"marketfeed replay: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # the reader went away (`| head`): not our failure, and nothing more to say
+        _silence_stdout()
+        return EXIT_OK
+    seconds = time.perf_counter() - started
+    log.info(
+        "replay finished",
+        files=len(args.captures),
+        records=replayer.records,
+        events=out.events,
+        seconds=round(seconds, 3),
+        records_per_second=round(replayer.records / seconds) if seconds > 0 else None,
+        out=args.out,
+    )
+    return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; with the pipe closed that would print a second traceback
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
