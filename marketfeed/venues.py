@@ -14,6 +14,7 @@ ADAPTERS: dict[str, str] = {
     "binance-usdm": "marketfeed.adapters.binance.adapter:BinanceAdapter",
     "kraken": "marketfeed.adapters.kraken.adapter:KrakenAdapter",
     "coinbase": "marketfeed.adapters.coinbase.adapter:CoinbaseAdapter",
+    "coinbase-legacy": "marketfeed.adapters.coinbase.legacy:CoinbaseLegacyAdapter",
     "okx": "marketfeed.adapters.okx.adapter:OkxAdapter",
 }
 
