@@ -440,9 +440,10 @@ class BinanceAdapter(Adapter):
         if cs is not None and batch is not None and not cs.pending:
             self._subscribed(conn, cs)
 
-    def _malformed(self, conn: str, ts: int, data: str | bytes, exc: Exception) -> None:
+    def _malformed(self, conn: str, ts: int, data: str | bytes | msgspec.Raw, exc: Exception) -> None:
         self.counters["malformed"] += 1
-        if self._warn.warning(("malformed", conn), ts, "malformed frame", venue=self.venue, conn=conn, error=str(exc), head=str(data[:120])):
+        head = bytes(memoryview(data))[:120] if isinstance(data, msgspec.Raw) else data[:120]
+        if self._warn.warning(("malformed", conn), ts, "malformed frame", venue=self.venue, conn=conn, error=str(exc), head=str(head)):
             self.events.append(Status(self.venue, None, ts, ERROR, f"malformed frame: {exc}"))
 
     def _unknown(self, conn: str, ts: int, data: str | bytes) -> None:
