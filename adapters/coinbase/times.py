@@ -11,6 +11,8 @@ from calendar import timegm
 from datetime import datetime
 
 _day_seconds: dict[str, int] = {}
+_second_cache: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch seconds: messages share their second
+_SCALE = [10 ** (9 - n) for n in range(10)]  # fraction digits -> multiplier to nanoseconds
 
 
 def _day(date: str) -> int:
@@ -23,18 +25,33 @@ def _day(date: str) -> int:
     return seconds
 
 
+def _second(head: str) -> int:
+    if head[10] != "T" or head[13] != ":" or head[16] != ":":
+        raise ValueError(head)
+    seconds = _day(head[:10]) + int(head[11:13]) * 3600 + int(head[14:16]) * 60 + int(head[17:19])
+    if len(_second_cache) > 4096:
+        _second_cache.clear()
+    _second_cache[head] = seconds
+    return seconds
+
+
 def parse_time_ns(text: str | None) -> int | None:
     """Nanoseconds since the epoch, or None when ``text`` is missing or not a timestamp."""
     if not text:
         return None
     try:
-        if text[-1] == "Z" and text[10] == "T" and text[13] == ":" and text[16] == ":":
-            seconds = _day(text[:10]) + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
-            if len(text) > 21 and text[19] == ".":
-                frac = text[20:-1]
-                return seconds * 1_000_000_000 + int((frac + "000000000")[:9])
-            if len(text) == 20:
+        if text[-1] == "Z":
+            head = text[:19]
+            seconds = _second_cache.get(head)
+            if seconds is None:
+                seconds = _second(head)
+            n = len(text)
+            if n == 20:
                 return seconds * 1_000_000_000
+            if 21 < n <= 30 and text[19] == ".":
+                frac = text[20:-1]
+                if frac.isdigit():
+                    return seconds * 1_000_000_000 + int(frac) * _SCALE[n - 21]
         return _parse_slow(text)
     except (ValueError, IndexError):
         return None
