@@ -206,7 +206,16 @@ class CaptureWriter:
         self._write(Rest(ts, venue, url, status, data, error))
 
     def flush(self) -> None:
+        """Push buffered records to the operating system (a gzip stream is sync-flushed, so what is on
+        disk decompresses up to the last whole record)."""
         self._fh.flush()
+        if self._raw is not self._fh:
+            self._raw.flush()
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes in the file so far (compressed for gzip), as of the last flush or internal buffer spill."""
+        return self._raw.tell()
 
     def close(self) -> None:
         self._fh.close()

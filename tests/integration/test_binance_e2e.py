@@ -1,0 +1,292 @@
+"""End to end over real sockets: the live runtime (VenueRunner) and the real Binance adapter against the
+loopback Binance server (marketfeed.simulate.binance), whose true book is the oracle.
+
+Every wait is a poll with a deadline (``wait_until``); nothing sleeps and then asserts, nothing asserts
+on how long something took. Intervals are short (diffs every 20 ms, pings every 0.3 s, stale after
+1 s, backoff 50-200 ms) so the whole file runs in a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from marketfeed.config import Backoff, VenueConfig
+from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, Book, Event, Status, Trade
+from marketfeed.recorder import Recorder
+from marketfeed.replay import replay_events
+from marketfeed.runtime.venue import VenueRunner
+from marketfeed.simulate.binance import SPOT, USDM, BinanceSimulator
+from marketfeed.venues import make_adapter
+from tests.helpers import ConsumerBooks
+
+pytestmark = pytest.mark.timeout(60)
+
+DEADLINE = 10.0
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for: {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def sim():
+    server = BinanceSimulator(seed=7, interval=0.02, ping_interval=0.3, trade_probability=0.5)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+class Live:
+    """A VenueRunner with the real adapter, publishing into a list and a consumer-side book."""
+
+    def __init__(
+        self,
+        sim: BinanceSimulator,
+        venue: str = "binance",
+        symbols: tuple[str, ...] = ("BTC-USDT", "ETH-USDT"),
+        recorder: Recorder | None = None,
+        **config: object,
+    ) -> None:
+        self.sim = sim
+        self.venue = venue
+        self.market = SPOT if venue == "binance" else USDM
+        settings: dict[str, object] = {
+            "ws_url": sim.ws_url,
+            "rest_url": sim.rest_url,
+            "stale_after": 1.0,
+            "backoff": Backoff(base=0.05, cap=0.2, reset_after=5.0),
+        }
+        settings.update(config)
+        self.config = VenueConfig(symbols=list(symbols), **settings)  # type: ignore[arg-type]
+        self.adapter = make_adapter(venue, self.config)
+        self.events: list[Event] = []
+        self.books = ConsumerBooks()
+        self.seq: dict[str, int | None] = {}
+        self.runner = VenueRunner(self.adapter, self.config, self.publish, recorder, close_timeout=0.5, fetch_timeout=2.0)
+        self.task: asyncio.Task[None] | None = None
+
+    def publish(self, events: list[Event]) -> None:
+        for event in events:
+            self.events.append(event)
+            self.books.apply(event)
+            if isinstance(event, Book):
+                self.seq[event.symbol] = event.seq
+
+    async def __aenter__(self) -> Live:
+        self.task = asyncio.get_running_loop().create_task(self.runner.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.stop()
+        assert self.task is not None
+        await self.task
+
+    # -- views of the event stream ---------------------------------------------------------------
+
+    def statuses(self, state: str, symbol: str | None = ..., since: int = 0) -> list[Status]:  # type: ignore[assignment]
+        return [
+            e for e in self.events[since:]
+            if isinstance(e, Status) and e.state == state and (symbol is ... or e.symbol == symbol)
+        ]
+
+    def valid(self, symbol: str) -> bool:
+        return bool(self.books.valid.get((self.venue, symbol)))
+
+    async def synced_to_truth(self, symbol: str, native: str) -> None:
+        """Freeze the server's book, wait until the consumer's book reaches its update id, and compare
+        every level on both sides."""
+        await wait_until(lambda: self.valid(symbol), f"{symbol} has a valid book")
+        self.sim.pause(self.market)
+        try:
+            update_id, bids, asks = self.sim.true_book(native, self.market)
+            await wait_until(
+                lambda: self.valid(symbol) and self.seq.get(symbol) == update_id,
+                f"{symbol} consumer book at update id {update_id}",
+            )
+            book = self.books.books[(self.venue, symbol)]
+            assert book.bids.levels == bids
+            assert book.asks.levels == asks
+            assert not book.crossed()
+        finally:
+            self.sim.resume(self.market)
+
+
+async def test_connect_subscribe_sync_equals_true_book(sim: BinanceSimulator) -> None:
+    async with Live(sim) as live:
+        await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+        await live.synced_to_truth("ETH-USDT", "ETHUSDT")
+        await wait_until(lambda: any(isinstance(e, Trade) for e in live.events), "a trade")
+        # the server pings every 0.3 s; aiohttp's autoping answers each one
+        await wait_until(lambda: sim.connections[0].pongs_received >= 2, "two pongs answered")
+    assert len(sim.connections) == 1
+    conn = sim.connections[0]
+    assert conn.route == "stream"
+    assert conn.subscriptions == {"btcusdt@depth@100ms", "ethusdt@depth@100ms", "btcusdt@trade", "ethusdt@trade"}
+    assert sim.rate_limit_disconnects == 0
+    assert live.books.violations == []
+    # orderly shutdown: the adapter saw the close, said so, and invalidated the books
+    assert [e.reason for e in live.statuses(DISCONNECTED)] == ["shutdown"]
+    assert {(e.symbol, e.reason) for e in live.statuses(BOOK_INVALID)} == {
+        ("BTC-USDT", "disconnected: shutdown"), ("ETH-USDT", "disconnected: shutdown")
+    }
+    assert live.runner.reconnects == 0
+    assert live.runner.connections()[0]["state"] == "closed"
+
+
+async def test_dropped_diff_resyncs_that_symbol_only(sim: BinanceSimulator) -> None:
+    async with Live(sim) as live:
+        await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+        await live.synced_to_truth("ETH-USDT", "ETHUSDT")
+        mark = len(live.events)
+        snapshots_before = len(sim.depth_requests(SPOT, "BTCUSDT"))
+        sim.drop_next_diff("BTCUSDT")
+        await wait_until(lambda: live.statuses(BOOK_INVALID, "BTC-USDT", mark), "book_invalid for BTC-USDT")
+        invalid = live.statuses(BOOK_INVALID, "BTC-USDT", mark)
+        assert len(invalid) == 1 and invalid[0].reason.startswith("gap")
+        await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+        # the other symbol on the same connection kept flowing, never invalidated
+        assert live.statuses(BOOK_INVALID, "ETH-USDT") == []
+        eth_after = [e for e in live.events[mark:] if isinstance(e, Book) and e.symbol == "ETH-USDT"]
+        assert eth_after and not any(e.snapshot for e in eth_after)
+        await live.synced_to_truth("ETH-USDT", "ETHUSDT")
+    assert len(sim.depth_requests(SPOT, "BTCUSDT")) == snapshots_before + 1
+    assert len(sim.connections) == 1  # recovery is per symbol: the socket stayed
+    assert live.books.violations == []
+
+
+async def test_server_kills_socket_reconnect_and_resync(sim: BinanceSimulator) -> None:
+    async with Live(sim) as live:
+        await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+        await live.synced_to_truth("ETH-USDT", "ETHUSDT")
+        mark = len(live.events)
+        assert sim.kill_connections(SPOT) == 1
+        await wait_until(lambda: live.statuses(DISCONNECTED, since=mark), "disconnected")
+        await wait_until(
+            lambda: live.statuses(BOOK_INVALID, "BTC-USDT", mark) and live.statuses(BOOK_INVALID, "ETH-USDT", mark),
+            "book_invalid for every symbol",
+        )
+        await wait_until(lambda: len(sim.open_connections(SPOT)) == 1 and len(sim.connections) == 2, "a new connection")
+        await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+        await live.synced_to_truth("ETH-USDT", "ETHUSDT")
+        assert live.runner.reconnects == 1
+        assert len(live.statuses(CONNECTED)) == 2
+    assert sim.connections[1].subscriptions == sim.connections[0].subscriptions
+    assert live.books.violations == []
+
+
+async def test_silent_socket_goes_stale_and_reconnects(sim: BinanceSimulator) -> None:
+    async with Live(sim, stale_after=0.5) as live:
+        await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+        mark = len(live.events)
+        assert len(sim.stall(SPOT)) == 1
+        await wait_until(lambda: live.statuses(STALE, since=mark), "stale")
+        stale = live.statuses(STALE, since=mark)[0]
+        assert stale.reason == "stale: no data for 0.5 s"
+        disconnected = live.statuses(DISCONNECTED, since=mark)
+        assert disconnected and disconnected[0].reason.startswith("stale")
+        await wait_until(lambda: len(sim.connections) == 2, "a new connection")
+        await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+        await live.synced_to_truth("ETH-USDT", "ETHUSDT")
+        assert live.runner.counters["stale"] == 1
+    assert live.books.violations == []
+
+
+async def test_snapshot_errors_are_reported_and_retried_with_retry_after(sim: BinanceSimulator) -> None:
+    # the first depth request fails with 500, the second with 429 and Retry-After: 1
+    sim.fail_depth(500, count=1)
+    sim.fail_depth(429, count=1, retry_after=1)
+    async with Live(sim) as live:
+        await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+        await live.synced_to_truth("ETH-USDT", "ETHUSDT")
+        errors = [e for e in live.statuses(ERROR) if e.reason and e.reason.startswith("snapshot failed")]
+        assert {e.reason.split(":")[1].strip() for e in errors} == {"HTTP 500", "HTTP 429"}
+        assert {e.symbol for e in errors} == {"BTC-USDT", "ETH-USDT"}
+        assert live.runner.counters["rest_429"] == 1
+    hits = sim.depth_requests(SPOT)
+    limited = next(h for h in hits if h.status == 429)
+    later = [h for h in hits if h.at > limited.at]
+    assert later, "the snapshot was requested again"
+    # no request reached the server before Retry-After had passed
+    assert min(h.at for h in later) >= limited.at + 1.0
+    assert live.books.violations == []
+
+
+async def test_snapshot_timeout_is_reported_and_retried(sim: BinanceSimulator) -> None:
+    sim.slow_depth(3.0, count=1)  # longer than the runner's fetch timeout (2 s)
+    async with Live(sim, symbols=("BTC-USDT",)) as live:
+        await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+        errors = [e for e in live.statuses(ERROR, "BTC-USDT") if e.reason and "no response" in e.reason]
+        assert len(errors) == 1
+        assert live.runner.counters["rest_errors"] == 1
+    assert live.books.violations == []
+
+
+async def test_usdm_depth_on_public_trades_on_market(sim: BinanceSimulator) -> None:
+    async with Live(sim, venue="binance-usdm", symbols=("BTC-USDT-PERP", "ETH-USDT-PERP")) as live:
+        await live.synced_to_truth("BTC-USDT-PERP", "BTCUSDT")
+        await live.synced_to_truth("ETH-USDT-PERP", "ETHUSDT")
+        await wait_until(
+            lambda: {e.symbol for e in live.events if isinstance(e, Trade)} == {"BTC-USDT-PERP", "ETH-USDT-PERP"},
+            "trades for both symbols",
+        )
+        # a USD-M gap is found by pu and recovered per symbol too
+        mark = len(live.events)
+        sim.drop_next_diff("ETHUSDT", USDM)
+        await wait_until(lambda: live.statuses(BOOK_INVALID, "ETH-USDT-PERP", mark), "book_invalid for ETH-USDT-PERP")
+        await live.synced_to_truth("ETH-USDT-PERP", "ETHUSDT")
+        assert live.statuses(BOOK_INVALID, "BTC-USDT-PERP") == []
+    routes = {c.route: c.subscriptions for c in sim.connections}
+    assert routes == {
+        "public/stream": {"btcusdt@depth@100ms", "ethusdt@depth@100ms"},
+        "market/stream": {"btcusdt@aggTrade", "ethusdt@aggTrade"},
+    }
+    assert all(h.path == "/fapi/v1/depth" for h in sim.depth_requests(USDM))
+    assert sim.depth_requests(SPOT) == []
+    assert live.books.violations == []
+
+
+async def test_server_shutdown_hands_over_without_invalidating(sim: BinanceSimulator) -> None:
+    async with Live(sim) as live:
+        await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+        await live.synced_to_truth("ETH-USDT", "ETHUSDT")
+        assert await sim.server_shutdown(SPOT) == 1
+        # make before break: a second connection subscribes, takes the books over, the first is closed
+        await wait_until(lambda: len(sim.connections) == 2 and sim.connections[0].closed, "the old connection closed")
+        await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+        await live.synced_to_truth("ETH-USDT", "ETHUSDT")
+        assert live.statuses(BOOK_INVALID) == []
+        assert [c["state"] for c in live.runner.connections()] == ["closed", "open"]
+        assert live.runner.reconnects == 0  # the replaced connection is not reconnected
+    assert live.books.violations == []
+
+
+async def test_recorded_live_run_replays_to_the_same_events(sim: BinanceSimulator, tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path, ["binance"], rotate_mb=None, rotate_minutes=None, gzip=True)
+    try:
+        async with Live(sim, recorder=recorder) as live:
+            await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+            await wait_until(lambda: len(live.events) > 150, "150 events")
+            sim.drop_next_diff("ETHUSDT")
+            await wait_until(lambda: live.statuses(BOOK_INVALID, "ETH-USDT"), "book_invalid for ETH-USDT")
+            await live.synced_to_truth("ETH-USDT", "ETHUSDT")
+            recorder.rotate()  # the rest goes to a second file that continues the first
+            sim.kill_connections(SPOT)
+            await wait_until(lambda: len(sim.connections) == 2, "a new connection")
+            await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+            await live.synced_to_truth("ETH-USDT", "ETHUSDT")
+    finally:
+        recorder.close()
+    files = sorted(tmp_path.glob("*.capture.jsonl.gz"))
+    assert files == recorder.files and len(files) == 2
+    replayed = list(replay_events(files))
+    assert len(replayed) == len(live.events)
+    assert replayed == live.events
