@@ -1,0 +1,46 @@
+"""The OKX order-book checksum (EXCHANGES.md 5.7): CRC-32 of the best 25 bids and asks, interleaved
+``bid0:ask0:bid1:ask1...``, each entry ``"<price>:<size>"`` in the exact text OKX sent; when one side
+runs out its entries are simply skipped. Read as a signed 32-bit integer.
+
+``okx_checksum`` is the reference form (pairs of strings). The adapter keeps each level's ``"px:sz"``
+fragment next to its float key and calls ``checksum_of_fragments``, which does the same with C-level
+slicing instead of a Python loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from zlib import crc32
+
+DEPTH = 25
+
+
+def signed32(v: int) -> int:
+    return v - 0x1_0000_0000 if v >= 0x8000_0000 else v
+
+
+def checksum_of_fragments(bids: Sequence[str], asks: Sequence[str]) -> int:
+    """``bids`` best first, ``asks`` best first, at most 25 each, entries ``"px:sz"``."""
+    nb = len(bids)
+    na = len(asks)
+    n = nb if nb < na else na
+    parts: list[str] = [""] * (2 * n)
+    parts[0::2] = bids[:n] if nb > n else bids
+    parts[1::2] = asks[:n] if na > n else asks
+    if nb > n:
+        parts += bids[n:]
+    elif na > n:
+        parts += asks[n:]
+    return signed32(crc32(":".join(parts).encode()))
+
+
+def okx_checksum(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -> int:
+    """``bids`` descending and ``asks`` ascending as ``(price_text, size_text)``; only the first 25
+    of each are used."""
+    parts = []
+    for i in range(DEPTH):
+        if i < len(bids):
+            parts.append(f"{bids[i][0]}:{bids[i][1]}")
+        if i < len(asks):
+            parts.append(f"{asks[i][0]}:{asks[i][1]}")
+    return signed32(crc32(":".join(parts).encode()))
