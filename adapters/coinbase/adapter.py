@@ -130,6 +130,9 @@ class CoinbaseAdapter(Adapter):
         self._rest_failures = 0
         self._guess_logged = False
         self._side_logged = False
+        # heartbeats come every second; a configured stale_after tightens or loosens the 5 s default
+        stale_after = config.stale_after if config is not None else None
+        self.heartbeat_timeout_ns = int((stale_after or HEARTBEAT_TIMEOUT_NS / SECOND_NS) * SECOND_NS)
         if config is not None:
             channels = config.channels
             self._channels = [c for c, want in (("level2", "book"), ("market_trades", "trades")) if want in channels]
@@ -230,7 +233,7 @@ class CoinbaseAdapter(Adapter):
         for c in self.conns.values():
             if c.closing or c.stale_sent:
                 continue
-            if ts - c.last_heartbeat > HEARTBEAT_TIMEOUT_NS:
+            if ts - c.last_heartbeat > self.heartbeat_timeout_ns:
                 c.stale_sent = True
                 self.counters["stale"] += 1
                 silent = (ts - c.last_heartbeat) / SECOND_NS
@@ -279,7 +282,7 @@ class CoinbaseAdapter(Adapter):
             return
         if other.type == "error":
             self.counters["venue_errors"] += 1
-            text = other.message or other.reason or str(data)[:500]
+            text = ": ".join(t for t in (other.message, other.reason) if t) or str(data)[:500]
             self.log.error("error", ts, "coinbase error message", message=str(data)[:2000])
             self.events.append(Status(self.venue, None, ts, ERROR, f"venue error: {text}"))
             return
