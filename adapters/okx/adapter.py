@@ -33,6 +33,7 @@ in replay their books are still verified (counted) but nothing is published for 
 from __future__ import annotations
 
 import json
+import re
 from bisect import bisect_left, insort
 from collections import deque
 from typing import Any
@@ -524,18 +525,27 @@ class OkxAdapter(Adapter):
         self.counters["error_response"] += 1
         reason = f"rejected by okx: code {push.code}: {push.msg}"
         log.error("request rejected", venue=self.venue, conn=conn, id=push.id, code=push.code, msg=push.msg)
-        request = cs.pending.pop(push.id, None) if cs is not None and push.id is not None else None
+        request = cs.pending.get(push.id) if cs is not None and push.id is not None else None
         if request is None:
             self._status(None, ts, ERROR, reason)
             return
         op, args = request
+        # OKX's message names the culprit ("...instId:XYZ doesn't exist"); otherwise every argument
+        # of the request still unacknowledged is taken as rejected
+        msg = push.msg or ""
+        rejected = [a for a in args if a[1] and re.search(re.escape(a[1]) + r"(?![A-Za-z0-9-])", msg)] or list(args)
+        for a in rejected:
+            args.remove(a)
+        if not args:
+            del cs.pending[push.id]
         seen: set[str] = set()
-        for channel, inst in args:
+        for channel, inst in rejected:
             sym = self.syms.get(inst)
-            if sym is None or sym.symbol in seen:
+            if sym is None:
                 continue
-            seen.add(sym.symbol)
-            self._status(sym.symbol, ts, ERROR, f"{op} {channel} {inst} {reason}")
+            if sym.symbol not in seen:
+                seen.add(sym.symbol)
+                self._status(sym.symbol, ts, ERROR, f"{op} {channel} {inst} {reason}")
             if op == "subscribe" and channel in BOOK_CHANNELS:
                 sync = sym.syncs.pop(conn, None)
                 if sync is not None and sym.owner == conn:
@@ -683,6 +693,7 @@ class OkxAdapter(Adapter):
         sync.state = LIVE
         sync.last = d.seqId
         sync.failures = 0
+        sync.resub_due = None
         if sync.book.crossed():
             self._fail(sym, sync, ts, f"crossed book after snapshot seqId={d.seqId}", "crossed")
             return
