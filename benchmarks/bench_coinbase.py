@@ -74,6 +74,28 @@ def run(snap: str, frames: list[str]) -> float:
     return len(frames) / elapsed
 
 
+def snapshot_cost(levels_per_side: int = 25_000) -> tuple[int, float]:
+    """Size in bytes of one full-book snapshot frame and the seconds the adapter takes for it (decode,
+    load, the snapshot event): full books are unbounded on Coinbase (EXCHANGES.md 4.1)."""
+    snap, _ = make_frames(0)
+    body = json.loads(snap)
+    rng = random.Random(3)
+    updates = [{"side": "bid", "event_time": "2026-11-21T10:00:00.000000Z", "price_level": f"{90000 - 0.01 * (i + 1):.2f}",
+                "new_quantity": f"{rng.uniform(0.001, 3):.8f}"} for i in range(levels_per_side)]
+    updates += [{"side": "offer", "event_time": "2026-11-21T10:00:00.000000Z", "price_level": f"{90000 + 0.01 * i:.2f}",
+                 "new_quantity": f"{rng.uniform(0.001, 3):.8f}"} for i in range(levels_per_side)]
+    body["events"][0]["updates"] = updates
+    frame = json.dumps(body, separators=(",", ":"))
+    best = float("inf")
+    for _ in range(3):
+        adapter = CoinbaseAdapter("coinbase", None)
+        adapter.on_open("c1", TS, "wss://advanced-trade-ws.coinbase.com", None)
+        start = time.perf_counter()
+        adapter.on_frame("c1", TS, frame)
+        best = min(best, time.perf_counter() - start)
+    return len(frame.encode()), best
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -85,6 +107,9 @@ def main() -> None:
     avg = sum(len(json.loads(f)["events"][0]["updates"]) for f in frames[:10_000]) / 10_000
     print(f"coinbase level2 updates: {best:,.0f} messages/s (best of {runs}, {n:,} messages, "
           f"{avg:.2f} levels/message)")
+    size, seconds = snapshot_cost()
+    print(f"coinbase level2 snapshot of 50,000 levels: {size / 2**20:.1f} MiB frame, {seconds * 1000:.0f} ms "
+          f"({size / 50_000:.0f} bytes/level)")
 
 
 if __name__ == "__main__":

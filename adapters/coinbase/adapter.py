@@ -21,6 +21,7 @@ product it sees.
 from __future__ import annotations
 
 from collections import deque
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -366,33 +367,39 @@ class CoinbaseAdapter(Adapter):
             symbol = self.symbol_of.get(ev.product_id) or self._symbol(ev.product_id, ts)
             if symbol is None:
                 continue
-            bids: list[tuple[float, float]] = []
-            asks: list[tuple[float, float]] = []
-            for u in ev.updates:
-                side = u.side
-                if side == "bid":
-                    bids.append((u.price_level, u.new_quantity))
-                elif side == "offer":
-                    asks.append((u.price_level, u.new_quantity))
-                else:
-                    self.counters["unknown_side"] += 1
-                    self.log.error(("side", side), ts, "coinbase level2 side not bid/offer", side=side)
-                    self._fail_connection(c, ts, f"level2 update with unknown side {side!r}")
-                    return
+            updates = ev.updates
+            bids = [(u.price_level, u.new_quantity) for u in updates if u.side == "bid"]
+            asks = [(u.price_level, u.new_quantity) for u in updates if u.side == "offer"]
+            if len(bids) + len(asks) != len(updates):
+                side = next(u.side for u in updates if u.side not in ("bid", "offer"))
+                self.counters["unknown_side"] += 1
+                self.log.error(("side", side), ts, "coinbase level2 side not bid/offer", side=side)
+                self._fail_connection(c, ts, f"level2 update with unknown side {side!r}")
+                return
             if ev.type == "update":
                 if self.owner.get(symbol) is not c:
                     # no snapshot yet, an invalid book, or another connection's book: never mix
                     self.counters["update_without_snapshot"] += 1
                     continue
                 book = self.books[symbol]
+                bid_side = book.bids
+                ask_side = book.asks
                 if bids:
-                    book.bids.apply(bids)
+                    bid_side.apply(bids)
                     if len(bids) > 1:
                         bids.sort(key=_price, reverse=True)  # stable: repeats of a price keep their order
                 if asks:
-                    book.asks.apply(asks)
+                    ask_side.apply(asks)
                     if len(asks) > 1:
                         asks.sort(key=_price)
+                bid_prices = bid_side.prices
+                ask_prices = ask_side.prices
+                if bid_prices and ask_prices and bid_prices[-1] >= ask_prices[0]:
+                    # the venue's book never crosses: an update of ours is missing or wrong
+                    self.counters["crossed"] += 1
+                    self.log.warning(("crossed", symbol), ts, "coinbase book crossed", symbol=symbol, seq=seq)
+                    self._fail_connection(c, ts, f"crossed book at sequence_num={seq}")
+                    return
                 events.append(Book(venue, symbol, ts, ts_exchange, seq, False, bids, asks))
             elif ev.type == "snapshot":
                 book = self.books.get(symbol)
@@ -485,5 +492,4 @@ class CoinbaseAdapter(Adapter):
                     self.events.append(Status(self.venue, symbol, ts, SUBSCRIBED))
 
 
-def _price(level: tuple[float, float]) -> float:
-    return level[0]
+_price = itemgetter(0)  # sort diff levels by price only: a stable sort keeps repeats of a price in order

@@ -15,6 +15,7 @@ Replay only: the daemon's live Coinbase venue is Advanced Trade (``adapter.py``)
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -180,13 +181,10 @@ class CoinbaseLegacyAdapter(Adapter):
             elif side == "sell":
                 asks.append((price, size))
             else:
-                # never guess a side: the book is unknowable from here on, and this feed has no resync
+                # never guess a side: the book is unknowable from here on
                 self.counters["unknown_side"] += 1
                 self.log.error(("side", side), ts, "coinbase-legacy l2update side not buy/sell", side=side)
-                del self.owner[symbol]
-                self.conn_books[conn].discard(symbol)
-                self.books[symbol].clear()
-                self.events.append(Status(self.venue, symbol, ts, BOOK_INVALID, f"l2update with unknown side {side!r}"))
+                self._invalidate(conn, symbol, ts, f"l2update with unknown side {side!r}")
                 return
         book = self.books[symbol]
         if bids:
@@ -197,7 +195,20 @@ class CoinbaseLegacyAdapter(Adapter):
             book.asks.apply(asks)
             if len(asks) > 1:
                 asks.sort(key=_price)
+        if book.crossed():
+            self.counters["crossed"] += 1
+            self._invalidate(conn, symbol, ts, "crossed book")
+            return
         self.events.append(Book(self.venue, symbol, ts, parse_time_ns(msg.time), None, False, bids, asks))
+
+    def _invalidate(self, conn: str, symbol: str, ts: int, reason: str) -> None:
+        """The book cannot be trusted any more. This feed has no way to ask for a fresh snapshot in
+        replay, so it stays invalid until the recording holds one (a new subscription)."""
+        del self.owner[symbol]
+        self.conn_books[conn].discard(symbol)
+        self.books[symbol].clear()
+        self.log.warning(("invalid", symbol), ts, "coinbase-legacy book invalid", symbol=symbol, reason=reason)
+        self.events.append(Status(self.venue, symbol, ts, BOOK_INVALID, reason))
 
     def _match(self, ts: int, msg: LegacyMatch) -> None:
         symbol = self.symbol_of.get(msg.product_id) or self._symbol(msg.product_id, ts)
@@ -229,5 +240,4 @@ class CoinbaseLegacyAdapter(Adapter):
                 self.events.append(Status(self.venue, symbol, ts, SUBSCRIBED))
 
 
-def _price(level: tuple[float, float]) -> float:
-    return level[0]
+_price = itemgetter(0)  # sort by price only: a stable sort keeps repeats of a price in order

@@ -334,3 +334,15 @@ def test_parse_time_ns():
     assert parse_time_ns("1970-01-01T00:00:00Z") == 0
     assert parse_time_ns("2023-02-09T21:32:50.5+01:00") == 1675974770500000000
     assert parse_time_ns("garbage") is None and parse_time_ns(None) is None and parse_time_ns("") is None
+
+
+def test_crossed_book_is_never_published():
+    adapter, _ = live()
+    seq = synced(adapter)
+    adapter.take_events()
+    adapter.take_commands()
+    adapter.on_frame("c1", T0, l2(seq, "BTC-USD", "update", [("bid", "100.75", "1")]))  # above the best offer
+    events = adapter.take_events()
+    assert books_of(events) == [] and adapter.counters["crossed"] == 1
+    assert {e.symbol for e in statuses(events, BOOK_INVALID)} == {"BTC-USD", "ETH-USD"}
+    assert isinstance(adapter.take_commands()[0], Disconnect)
