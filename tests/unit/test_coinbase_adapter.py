@@ -346,3 +346,25 @@ def test_crossed_book_is_never_published():
     assert books_of(events) == [] and adapter.counters["crossed"] == 1
     assert {e.symbol for e in statuses(events, BOOK_INVALID)} == {"BTC-USD", "ETH-USD"}
     assert isinstance(adapter.take_commands()[0], Disconnect)
+
+
+def test_parse_time_ns_rejects_odd_fractions_and_crosses_days():
+    assert parse_time_ns("2023-02-09T20:32:50.-7Z") is None
+    assert parse_time_ns("2023-02-09T20:32:50. 7Z") is None
+    assert parse_time_ns("2023-02-09T23:59:59.999999999Z") + 1 == parse_time_ns("2023-02-10T00:00:00Z")
+    assert parse_time_ns("2024-02-29T00:00:00.000001Z") == 1709164800000001000
+
+
+def test_prices_parse_exactly_like_float_of_the_text():
+    import random
+
+    rng = random.Random(5)
+    texts = [f"{rng.randint(0, 10**6)}.{rng.randint(0, 10**8):08d}"[: rng.randint(3, 16)].rstrip(".") or "0"
+             for _ in range(2000)] + ["0.00000015", "61800.30", "1e-8", "0"]
+    for text in texts:
+        frame = l2(0, "BTC-USD", "snapshot", [("bid", text, text)])
+        adapter = CoinbaseAdapter("coinbase", None)
+        adapter.on_open("c1", T0, "x", None)
+        adapter.on_frame("c1", T0, frame)
+        book = books_of(adapter.take_events())[0]
+        assert book.bids == ([(float(text), float(text))] if float(text) else [])
