@@ -434,6 +434,8 @@ class VenueRunner:
             return ws.close_code, "connection lost" + (f": {exc!r}" if exc is not None else "")
 
     def _closed(self, link: _Link, conn: str, ws: aiohttp.ClientWebSocketResponse, code: int | None, reason: str) -> None:
+        if code is not None:
+            code = int(code)  # aiohttp hands out WSCloseCode members for some ends
         link.state = CLOSED
         link.ws = None
         for task in (link.watchdog, link.sender):

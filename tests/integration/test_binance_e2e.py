@@ -54,6 +54,7 @@ class Live:
         venue: str = "binance",
         symbols: tuple[str, ...] = ("BTC-USDT", "ETH-USDT"),
         recorder: Recorder | None = None,
+        fetch_timeout: float = 2.0,
         **config: object,
     ) -> None:
         self.sim = sim
@@ -71,7 +72,7 @@ class Live:
         self.events: list[Event] = []
         self.books = ConsumerBooks()
         self.seq: dict[str, int | None] = {}
-        self.runner = VenueRunner(self.adapter, self.config, self.publish, recorder, close_timeout=0.5, fetch_timeout=2.0)
+        self.runner = VenueRunner(self.adapter, self.config, self.publish, recorder, close_timeout=0.5, fetch_timeout=fetch_timeout)
         self.task: asyncio.Task[None] | None = None
 
     def publish(self, events: list[Event]) -> None:
@@ -221,8 +222,8 @@ async def test_snapshot_errors_are_reported_and_retried_with_retry_after(sim: Bi
 
 
 async def test_snapshot_timeout_is_reported_and_retried(sim: BinanceSimulator) -> None:
-    sim.slow_depth(3.0, count=1)  # longer than the runner's fetch timeout (2 s)
-    async with Live(sim, symbols=("BTC-USDT",)) as live:
+    sim.slow_depth(1.0, count=1)  # longer than the runner's fetch timeout
+    async with Live(sim, symbols=("BTC-USDT",), fetch_timeout=0.3) as live:
         await live.synced_to_truth("BTC-USDT", "BTCUSDT")
         errors = [e for e in live.statuses(ERROR, "BTC-USDT") if e.reason and "no response" in e.reason]
         assert len(errors) == 1
