@@ -20,6 +20,16 @@ import time
 from marketfeed.adapters.coinbase.adapter import CoinbaseAdapter
 
 TS = 1_763_700_000_000_000_000
+PRODUCTS = ('{"products":[{"product_id":"BTC-USD","base_currency_id":"BTC","quote_currency_id":"USD",'
+            '"product_type":"SPOT"}]}')
+
+
+def replay_adapter() -> CoinbaseAdapter:
+    """An adapter in replay mode that has seen the products metadata, as a recording would hold it."""
+    adapter = CoinbaseAdapter("coinbase", None)
+    adapter.on_rest(TS, "https://api.coinbase.com/api/v3/brokerage/market/products", 200, PRODUCTS)
+    adapter.on_open("c1", TS, "wss://advanced-trade-ws.coinbase.com", None)
+    return adapter
 
 
 def make_frames(n: int, seed: int = 7) -> tuple[str, list[str]]:
@@ -58,8 +68,7 @@ def make_frames(n: int, seed: int = 7) -> tuple[str, list[str]]:
 
 
 def run(snap: str, frames: list[str]) -> float:
-    adapter = CoinbaseAdapter("coinbase", None)
-    adapter.on_open("c1", TS, "wss://advanced-trade-ws.coinbase.com", None)
+    adapter = replay_adapter()
     adapter.on_frame("c1", TS, snap)
     adapter.take_events()
     on_frame = adapter.on_frame
@@ -88,8 +97,7 @@ def snapshot_cost(levels_per_side: int = 25_000) -> tuple[int, float]:
     frame = json.dumps(body, separators=(",", ":"))
     best = float("inf")
     for _ in range(3):
-        adapter = CoinbaseAdapter("coinbase", None)
-        adapter.on_open("c1", TS, "wss://advanced-trade-ws.coinbase.com", None)
+        adapter = replay_adapter()
         start = time.perf_counter()
         adapter.on_frame("c1", TS, frame)
         best = min(best, time.perf_counter() - start)

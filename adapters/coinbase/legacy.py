@@ -44,6 +44,22 @@ from .symbols import guess, normalise_legacy
 from .times import parse_time_ns
 
 _TAKER_SIDE = {"buy": "sell", "sell": "buy"}  # match.side is the maker's side
+_KNOWN_TYPES = {"snapshot", "l2update", "match", "last_match", "ticker", "heartbeat", "subscriptions", "error"}
+
+
+class _Typed(msgspec.Struct):
+    type: str | None = None
+
+
+_typed_decoder = msgspec.json.Decoder(_Typed)
+
+
+def _type_of(data: str | bytes) -> str | None:
+    """The ``type`` of a frame the full decoder refused, if it is a JSON object that has one."""
+    try:
+        return _typed_decoder.decode(data).type
+    except msgspec.DecodeError:
+        return None
 
 
 class CoinbaseLegacyAdapter(Adapter):
@@ -129,6 +145,11 @@ class CoinbaseLegacyAdapter(Adapter):
         try:
             msg = legacy_decoder.decode(data)
         except msgspec.DecodeError as exc:
+            kind = _type_of(data)
+            if kind is not None and kind not in _KNOWN_TYPES:
+                self.counters["unknown_message"] += 1  # a message type this decoder does not cover
+                self.log.warning(("unknown", kind), ts, "coinbase-legacy unknown message type", type=kind)
+                return
             self.counters["malformed"] += 1
             self.log.warning("malformed", ts, "coinbase-legacy frame not understood", error=str(exc)[:200],
                              frame=str(data)[:200])
