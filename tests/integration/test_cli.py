@@ -372,3 +372,54 @@ def test_python_dash_m_and_console_script_are_the_same_program() -> None:
     assert a.returncode == b.returncode == 0
     assert b"check-config" in a.stdout and b"replay" in a.stdout
     assert os.path.basename(sys.executable)  # the venv's interpreter runs both
+
+
+async def test_a_second_signal_during_shutdown_exits_1_at_once(tmp_path: Path) -> None:
+    """Shutdown waits for the sinks to drain; a stdout nobody reads never drains. A second SIGTERM
+    must end the process at once, with code 1."""
+    from marketfeed.simulate.binance import BinanceSimulator
+
+    sim = BinanceSimulator(seed=5, interval=0.02)
+    await sim.start()
+    config = tmp_path / "live.toml"
+    config.write_text(f'[venues.binance]\nsymbols = ["BTC-USDT"]\nws_url = "{sim.ws_url}"\nrest_url = "{sim.rest_url}"\n')
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:  # fill the pipe ourselves: the daemon's first stdout write will block for good
+        while True:
+            os.write(write_fd, b" " * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write_fd, True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "marketfeed", "run", "--config", str(config), "--log-format", "json",
+        stdout=write_fd, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )
+    os.close(write_fd)
+    seen: list[str] = []
+
+    async def until_logged(event: str) -> None:
+        assert proc.stderr is not None
+        while event not in seen:
+            line = await proc.stderr.readline()
+            if not line:
+                pytest.fail(f"stderr ended before {event!r}; got {seen}")
+            if line.startswith(b"{"):
+                seen.append(json.loads(line)["event"])
+
+    try:
+        # a connection is open: its status events are on their way to the blocked stdout
+        await asyncio.wait_for(until_logged("connected"), 30)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(until_logged("shutting down"), 30)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 30)
+        rest = await proc.stderr.read() if proc.stderr else b""
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(read_fd)
+        await sim.stop()
+    assert code == 1
+    assert b"second signal: exiting without finishing the shutdown" in rest
