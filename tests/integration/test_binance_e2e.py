@@ -20,7 +20,7 @@ from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STAL
 from marketfeed.recorder import Recorder
 from marketfeed.replay import replay_events
 from marketfeed.runtime.venue import VenueRunner
-from marketfeed.simulate.binance import SPOT, USDM, BinanceSimulator
+from marketfeed.simulate.binance import SPOT, USDM, BinanceSimulator, SymbolSpec
 from marketfeed.venues import make_adapter
 from tests.helpers import ConsumerBooks
 
@@ -291,3 +291,40 @@ async def test_recorded_live_run_replays_to_the_same_events(sim: BinanceSimulato
     replayed = list(replay_events(files))
     assert len(replayed) == len(live.events)
     assert replayed == live.events
+
+
+async def test_mass_resync_is_paced_by_the_weight_budget() -> None:
+    """Four symbols needing snapshots at once (as after a reconnect) on a budget of 1200 weight a
+    minute (20/s, a burst of 200): exchangeInfo (20) and three snapshots (50 each) go at once, the
+    fourth waits for the refill. On the server's own log, no stretch of time saw more weight than the
+    bucket allows. (A second round after a kill would take 10 s of refill: the unit tests of
+    WeightBudget cover the steady state.)"""
+    specs = [
+        SymbolSpec("BTCUSDT", "BTC", "USDT", "0.01", "0.00001", 60000.0, levels=100, mean_lots=20000),
+        SymbolSpec("ETHUSDT", "ETH", "USDT", "0.01", "0.0001", 3000.0, levels=100, mean_lots=5000),
+        SymbolSpec("SOLUSDT", "SOL", "USDT", "0.01", "0.001", 150.0, levels=100, mean_lots=5000),
+        SymbolSpec("BNBUSDT", "BNB", "USDT", "0.1", "0.001", 600.0, levels=100, mean_lots=2000),
+    ]
+    sim = BinanceSimulator(spot=specs, seed=11, interval=0.02, ping_interval=5.0)
+    await sim.start()
+    symbols = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "BNB-USDT")
+    try:
+        async with Live(sim, symbols=symbols, snapshot_weight_per_minute=1200) as live:
+            for s in symbols:
+                await wait_until(lambda s=s: live.valid(s), f"{s} synced")
+            await live.synced_to_truth("BNB-USDT", "BNBUSDT")
+            assert live.runner.budget.spent == 20 + 4 * 50
+    finally:
+        await sim.stop()
+    hits = sim.rest_log
+    assert [h.weight for h in hits] == [20] + [50] * 4
+    first_four = [h.at for h in hits[1:5]]
+    assert max(first_four) - min(first_four) >= 0.9  # the fourth snapshot waited for the refill
+    # the token-bucket bound, checked on arrival times (50 ms of slack for the loopback's jitter)
+    rate, burst, slack = 20.0, 200.0, 0.05
+    for i, start in enumerate(hits):
+        window = 0
+        for h in hits[i:]:
+            window += h.weight
+            assert window <= burst + rate * (h.at - start.at + slack), "more weight than the budget allows"
+    assert live.books.violations == []
