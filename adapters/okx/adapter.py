@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -77,6 +77,7 @@ INSTRUMENT_TYPES = ("SPOT", "SWAP")
 # book channel -> levels per side it carries
 BOOK_CHANNELS = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}
 DEFAULT_BOOK_CHANNEL = "books"
+BOOK_PREFIX = '{"arg":{"channel":"books'
 
 MAX_CHANNELS_PER_CONNECTION = 28  # OKX: "fewer than 30 channels each" for 50/400-level depth
 MAX_SUBSCRIBE_BYTES = 4096  # the limit is 64 KB today, was 4 KB: the old one is safe for both
@@ -117,9 +118,10 @@ class BookSync:
         self.state = WAIT_FIRST
         self.mode: str | None = None
         self.book = L2Book()
-        # price -> "px:sz" exactly as received: the checksum's input, next to the float book
-        self.bfrag: dict[float, str] = {}
-        self.afrag: dict[float, str] = {}
+        # "px:sz" exactly as received, aligned index for index with the book's sorted price lists
+        # (ascending, like ``BookSide.prices``): the checksum's top 25 are then two C-level slices
+        self.bfrag: list[str] = []
+        self.afrag: list[str] = []
         self.last: int | None = None  # seqId of the state the book is in
         self.bridging = False  # REST mode: the next update must straddle the snapshot's seqId
         self.buffer: list[tuple[int, schemas.BookData]] = []
@@ -131,8 +133,8 @@ class BookSync:
 
     def clear(self) -> None:
         self.book.clear()
-        self.bfrag = {}
-        self.afrag = {}
+        self.bfrag = []
+        self.afrag = []
         self.last = None
         self.bridging = False
         self.buffer = []
@@ -407,6 +409,15 @@ class OkxAdapter(Adapter):
         if cs is not None:
             cs.last_recv = ts
             cs.ping_sent = 0
+        if type(data) is str and data.startswith(BOOK_PREFIX):
+            # the hot path: a book frame decoded in one pass (anything odd takes the general path)
+            try:
+                msg = schemas.book_push_decoder.decode(data)
+            except msgspec.DecodeError:
+                msg = None
+            if msg is not None and msg.arg.channel in BOOK_CHANNELS:
+                self._on_book(conn, ts, msg.arg, msg.action, msg.data)
+                return
         if data == "pong" or data == b"pong":
             self.counters["pongs"] += 1
             return
@@ -424,7 +435,17 @@ class OkxAdapter(Adapter):
             return
         channel = arg.channel
         if channel in BOOK_CHANNELS:
-            self._on_book(conn, ts, arg, push.action, push.data)
+            try:
+                datas = schemas.book_data_decoder.decode(push.data)
+            except msgspec.DecodeError as exc:
+                self._malformed(conn, ts, data, exc)
+                sym = self.syms.get(arg.instId or "")
+                sync = sym.syncs.get(conn) if sym is not None else None
+                if sym is not None and sync is not None and sync.state == LIVE:
+                    # a book message we could not read is one we missed
+                    self._fail(sym, sync, ts, f"malformed book message: {exc}", "malformed_books")
+                return
+            self._on_book(conn, ts, arg, push.action, datas)
         elif channel == "trades":
             self._on_trades(conn, ts, push.data)
         else:
@@ -587,7 +608,7 @@ class OkxAdapter(Adapter):
 
     # -- books --------------------------------------------------------------------------------------
 
-    def _on_book(self, conn: str, ts: int, arg: schemas.Arg, action: str | None, raw: msgspec.Raw) -> None:
+    def _on_book(self, conn: str, ts: int, arg: schemas.Arg, action: str | None, datas: list[schemas.BookData]) -> None:
         inst = arg.instId
         sym = self.syms.get(inst) if inst is not None else None
         if sym is None:
@@ -599,13 +620,6 @@ class OkxAdapter(Adapter):
         sync = sym.syncs.get(conn)
         if sync is None:  # a recording without the subscribe ack
             sync = sym.syncs[conn] = BookSync(conn, arg.channel)
-        try:
-            datas = schemas.book_data_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            self._malformed(conn, ts, raw, exc)
-            if sync.state == LIVE:
-                self._fail(sym, sync, ts, f"malformed book message: {exc}", "malformed_books")
-            return
         for d in datas:
             state = sync.state
             if state is LIVE:
@@ -638,6 +652,7 @@ class OkxAdapter(Adapter):
         ct = sym.ct_val
         nd = sym.size_decimals
         book = sync.book
+        depth = sync.depth
         out = []
         for levels_in, side, frag in ((d.bids, book.bids, sync.bfrag), (d.asks, book.asks, sync.afrag)):
             levels = side.levels
@@ -649,32 +664,41 @@ class OkxAdapter(Adapter):
                 sz = lv[1]
                 p = float(px)
                 s = float(sz)
+                i = bisect_left(prices, p)
                 if s:
                     if ct is not None:
                         s = round(s * ct, nd)
-                    if p not in levels:
-                        insort(prices, p)
+                    if i < len(prices) and prices[i] == p:
+                        frag[i] = px + ":" + sz
+                    else:
+                        prices.insert(i, p)
+                        frag.insert(i, px + ":" + sz)
                     levels[p] = s
-                    frag[p] = px + ":" + sz
-                elif levels.pop(p, None) is not None:
-                    del prices[bisect_left(prices, p)]
-                    del frag[p]
+                elif i < len(prices) and prices[i] == p:
+                    del prices[i]
+                    del frag[i]
+                    del levels[p]
                 append((p, s))
-            if len(prices) > sync.depth:
+            n = len(prices) - depth
+            if n > 0:
                 # levels pushed out of the channel's window: explicit deletions for the consumers
-                for p in side.truncate(sync.depth):
-                    del frag[p]
+                if side.descending:
+                    removed = prices[n - 1 :: -1]
+                    del prices[:n]
+                    del frag[:n]
+                else:
+                    removed = prices[depth:]
+                    del prices[depth:]
+                    del frag[depth:]
+                for p in removed:
+                    del levels[p]
                     append((p, 0.0))
-                    self.counters["truncated_levels"] += 1
+                self.counters["truncated_levels"] += n
             out.append(changes)
         return out[0], out[1]
 
     def _verify(self, sync: BookSync, expected: int) -> bool:
-        bf = sync.bfrag
-        af = sync.afrag
-        bp = sync.book.bids.prices
-        ap = sync.book.asks.prices
-        ok = checksum_of_fragments([bf[p] for p in bp[:-26:-1]], [af[p] for p in ap[:25]]) == expected
+        ok = checksum_of_fragments(sync.bfrag[:-26:-1], sync.afrag[:25]) == expected
         self.counters["checksums_verified" if ok else "checksum_failures"] += 1
         return ok
 
@@ -746,7 +770,7 @@ class OkxAdapter(Adapter):
         self.counters["book_updates"] += 1
         if sym.owner == sync.conn and sym.consumer_valid:
             self.events.append(
-                Book(self.venue, sym.symbol, ts, int(d.ts) * MS if d.ts else None, seq, False, bids, asks, checksum)
+                Book(self.venue, sym.symbol, ts, d.ts * MS if d.ts else None, seq, False, bids, asks, checksum)
             )
         elif not sym.refused:
             self._emit_other(sym, sync, ts, d)
@@ -785,7 +809,7 @@ class OkxAdapter(Adapter):
         bl = bids.levels
         al = asks.levels
         checksum = d.checksum if d is not None and d.checksum else None
-        ts_ex = int(d.ts) * MS if d is not None and d.ts else None
+        ts_ex = d.ts * MS if d is not None and d.ts else None
         self.events.append(
             Book(
                 self.venue, sym.symbol, ts, ts_ex, sync.last, True,

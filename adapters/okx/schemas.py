@@ -41,10 +41,18 @@ class BookData(msgspec.Struct, gc=False):
 
     asks: list[list[str]] = []
     bids: list[list[str]] = []
-    ts: str | None = None  # ms
+    ts: int | None = None  # ms, sent as a string (decoded with strict=False)
     checksum: int = 0
     seqId: int | None = None
     prevSeqId: int | None = None
+
+
+class BookPush(msgspec.Struct, gc=False):
+    """A book channel's frame decoded in one pass (the hot path; ``Push`` + ``BookData`` otherwise)."""
+
+    arg: Arg
+    action: str | None = None
+    data: list[BookData] = []
 
 
 class TradeData(msgspec.Struct, gc=False):
@@ -96,8 +104,9 @@ class RestError(msgspec.Struct, gc=False):
 
 
 push_decoder = msgspec.json.Decoder(Push)
-book_data_decoder = msgspec.json.Decoder(list[BookData])
+book_data_decoder = msgspec.json.Decoder(list[BookData], strict=False)
+book_push_decoder = msgspec.json.Decoder(BookPush, strict=False)
 trade_data_decoder = msgspec.json.Decoder(list[TradeData], strict=False)
 instruments_decoder = msgspec.json.Decoder(RestInstruments)
-rest_books_decoder = msgspec.json.Decoder(RestBooks)
+rest_books_decoder = msgspec.json.Decoder(RestBooks, strict=False)
 rest_error_decoder = msgspec.json.Decoder(RestError)

@@ -18,9 +18,12 @@ the diff of its own depth window (levels leaving the window are deleted, levels 
 as OKX's real ``books`` stream does (the 2022 capture keeps exactly 400 levels per side).
 
 Fault hooks: ``drop_next_update`` (a gap), ``corrupt_next_checksum``, ``kill_connections`` (TCP reset,
-no close frame), ``stall`` (silent socket: nothing sent, pings unanswered), ``reject`` (subscriptions to
-an instrument fail), ``send_notice`` (64008). ``connections`` lists accepted sockets, ``ops`` every
-subscribe/unsubscribe request.
+no close frame), ``stall`` (the open sockets go silent: nothing sent, pings unanswered), ``reject``
+(subscriptions to an instrument fail), ``send_notice`` (64008), ``pause``/``resume`` (freeze the
+market to compare with ``true_book``). ``connections`` counts accepted sockets, ``ops`` records every
+subscribe/unsubscribe request, ``rest_log`` every REST path.
+
+    server = OkxServer(seed=1); await server.start()   # then ws_url / rest_url as the venue's bases
 """
 
 from __future__ import annotations
@@ -179,6 +182,8 @@ class _Conn:
         self.books: dict[str, str] = {}  # instId -> book channel
         self.trades: set[str] = set()
         self.views: dict[tuple[str, int], tuple[dict, dict]] = {}
+        self.stalled = False
+        self.closed = False
 
 
 class OkxServer:
@@ -210,7 +215,10 @@ class OkxServer:
         self._drop: set[str] = set()
         self._corrupt: set[str] = set()
         self._rejected: set[str] = set()
-        self.stalled = False
+        self.paused = False
+        self._runner: web.AppRunner | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
         self._trade_id = 1_000_000
         self._task: asyncio.Task[None] | None = None
         self.app = web.Application()
@@ -231,15 +239,66 @@ class OkxServer:
     def reject(self, inst: str) -> None:
         self._rejected.add(inst)
 
-    def stall(self, on: bool = True) -> None:
-        self.stalled = on
+    def stall(self) -> list[_Conn]:
+        """The open connections go silent (nothing sent, pings unanswered); new ones are normal."""
+        conns = list(self.conns)
+        for c in conns:
+            c.stalled = True
+        return conns
 
-    def kill_connections(self) -> None:
-        """Reset every TCP connection without a WebSocket close frame."""
+    def kill_connections(self) -> int:
+        """Reset every TCP connection without a WebSocket close frame; return how many."""
+        n = 0
         for c in list(self.conns):
             transport = c.request.transport
             if transport is not None:
                 transport.abort()
+                n += 1
+        return n
+
+    def pause(self) -> None:
+        """Freeze the books (no updates, no trades): a still moment to compare a consumer with the truth."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def true_book(self, inst: str, depth: int = 400) -> tuple[int, dict[float, float], dict[float, float]]:
+        """(seqId, bids, asks) of the book's top ``depth`` now, as floats in base units (contracts
+        times ctVal for swaps, rounded to the decimals the two texts carry)."""
+        book = self.books[inst]
+        spec = self.specs[inst]
+        bids, asks = book.view(depth)
+        if spec.inst_type == "SWAP":
+            ct = Decimal(spec.ct_val)
+            conv = lambda s: float(Decimal(s) * ct)  # noqa: E731
+        else:
+            conv = float
+        return book.seq, {float(p): conv(s) for p, s in bids.items()}, {float(p): conv(s) for p, s in asks.items()}
+
+    def open_connections(self) -> list[_Conn]:
+        return list(self.conns)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self.host = host
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
     def send_notice(self, code: str = "64008") -> None:
         for c in self.conns:
@@ -288,7 +347,7 @@ class OkxServer:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     continue
-                if self.stalled:
+                if conn.stalled:
                     continue
                 if msg.data == "ping":
                     self.pings += 1
@@ -296,6 +355,7 @@ class OkxServer:
                     continue
                 self._on_request(conn, msg.data)
         finally:
+            conn.closed = True
             writer.cancel()
             if conn in self.conns:
                 self.conns.remove(conn)
@@ -305,8 +365,8 @@ class OkxServer:
         try:
             while True:
                 data = await conn.queue.get()
-                while self.stalled:
-                    await asyncio.sleep(0.05)
+                if conn.stalled:
+                    continue  # a silent socket: what it would have sent is lost
                 await conn.ws.send_str(data)
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             return
@@ -364,12 +424,14 @@ class OkxServer:
         if self._task is not None:
             self._task.cancel()
         for c in list(self.conns):
+            c.stalled = True
             await c.ws.close()
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            self.tick()
+            if not self.paused:
+                self.tick()
 
     def tick(self) -> None:
         """One step of every book, pushed to its subscribers; sometimes a trade."""

@@ -1,0 +1,253 @@
+"""End to end over real sockets: the live runtime (VenueRunner) and the OKX adapter against the loopback
+OKX server (marketfeed.simulate.okx), whose true book is the oracle.
+
+Every wait is a poll with a deadline; nothing sleeps and then asserts, nothing asserts on timing. The
+server pushes every 20 ms; stale after 1 s (0.5 s in the silent-socket test); backoff 50-200 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+
+from marketfeed.adapters.okx.checksum import okx_checksum
+from marketfeed.config import Backoff, VenueConfig
+from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, Book, Event, Status, Trade
+from marketfeed.runtime.venue import VenueRunner
+from marketfeed.simulate.okx import OkxServer
+from marketfeed.venues import make_adapter
+from tests.helpers import ConsumerBooks
+
+pytestmark = pytest.mark.timeout(60)
+
+DEADLINE = 10.0
+SYMBOLS = {"BTC-USDT": "BTC-USDT", "ETH-USDT": "ETH-USDT", "BTC-USDT-PERP": "BTC-USDT-SWAP"}
+CT_VAL = {"BTC-USDT-PERP": Decimal("0.01")}
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for: {what}")
+        await asyncio.sleep(0.01)
+
+
+def okx_text(x: float, ct: Decimal | None = None) -> str:
+    d = Decimal(repr(x))
+    if ct is not None:
+        d = d / ct  # back to contracts, the text OKX hashes
+    s = format(d, "f")
+    return s.rstrip("0").rstrip(".") if "." in s else s
+
+
+class Live:
+    def __init__(self, server: OkxServer, symbols: tuple[str, ...] = tuple(SYMBOLS), **config: object) -> None:
+        self.server = server
+        settings: dict[str, object] = {
+            "ws_url": server.ws_url,
+            "rest_url": server.rest_url,
+            "stale_after": 1.0,
+            "backoff": Backoff(base=0.05, cap=0.2, reset_after=5.0),
+        }
+        settings.update(config)
+        self.config = VenueConfig(symbols=list(symbols), **settings)  # type: ignore[arg-type]
+        self.adapter = make_adapter("okx", self.config)
+        self.events: list[Event] = []
+        self.books = ConsumerBooks()
+        self.seq: dict[str, int | None] = {}
+        self.checked = 0
+        self.mismatches: list[str] = []
+        self.runner = VenueRunner(self.adapter, self.config, self.publish, close_timeout=0.5, fetch_timeout=2.0)
+        self.task: asyncio.Task[None] | None = None
+
+    def publish(self, events: list[Event]) -> None:
+        for event in events:
+            self.events.append(event)
+            book = self.books.apply(event)
+            if isinstance(event, Book):
+                self.seq[event.symbol] = event.seq
+                if event.checksum is not None and book is not None:
+                    # the venue's checksum, recomputed from the consumer's book in OKX's text form
+                    ct = CT_VAL.get(event.symbol)
+                    bids = [(okx_text(p), okx_text(s, ct)) for p, s in book.bids.top(25)]
+                    asks = [(okx_text(p), okx_text(s, ct)) for p, s in book.asks.top(25)]
+                    self.checked += 1
+                    if okx_checksum(bids, asks) != event.checksum:
+                        self.mismatches.append(f"{event.symbol} seq={event.seq}")
+
+    async def __aenter__(self) -> Live:
+        self.task = asyncio.get_running_loop().create_task(self.runner.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.stop()
+        assert self.task is not None
+        await self.task
+
+    def statuses(self, state: str, symbol: str | None = ..., since: int = 0) -> list[Status]:  # type: ignore[assignment]
+        return [e for e in self.events[since:]
+                if isinstance(e, Status) and e.state == state and (symbol is ... or e.symbol == symbol)]
+
+    def valid(self, symbol: str) -> bool:
+        return bool(self.books.valid.get(("okx", symbol)))
+
+    async def synced_to_truth(self, symbol: str) -> None:
+        """Freeze the market, wait until the consumer's book reaches the true seqId, compare every level."""
+        await wait_until(lambda: self.valid(symbol), f"{symbol} has a valid book")
+        self.server.pause()
+        try:
+            seq, bids, asks = self.server.true_book(SYMBOLS[symbol])
+            await wait_until(lambda: self.valid(symbol) and self.seq.get(symbol) == seq, f"{symbol} at seqId {seq}")
+            book = self.books.books[("okx", symbol)]
+            assert book.bids.levels == bids
+            assert book.asks.levels == asks
+        finally:
+            self.server.resume()
+
+    async def all_synced(self) -> None:
+        for symbol in SYMBOLS:
+            await self.synced_to_truth(symbol)
+
+
+@pytest.fixture
+async def server():
+    s = OkxServer(seed=3, interval=0.02, trade_probability=0.5)
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def book_ops(server: OkxServer, inst: str) -> list[str]:
+    return [o["op"] for o in server.ops if any(a.get("instId") == inst and a["channel"] != "trades" for a in o["args"])]
+
+
+async def test_subscribe_sync_equals_true_book_and_checksums_hold(server: OkxServer) -> None:
+    async with Live(server) as live:
+        await live.all_synced()
+        await wait_until(lambda: {e.symbol for e in live.events if isinstance(e, Trade)} >= set(SYMBOLS), "trades for every symbol")
+        await wait_until(lambda: live.checked >= 50, "50 checksummed book events")
+    assert live.mismatches == []
+    assert live.books.violations == []
+    assert server.connections == 1
+    assert len(server.ops) == 1 and server.ops[0]["op"] == "subscribe" and len(server.ops[0]["args"]) == 6
+    trades = [e for e in live.events if isinstance(e, Trade)]
+    assert len({(t.symbol, t.trade_id) for t in trades}) == len(trades)
+    assert all(t.side in ("buy", "sell") for t in trades)
+    # swap sizes are base units: whole contracts times ctVal 0.01
+    perp = [t.size for t in trades if t.symbol == "BTC-USDT-PERP"]
+    assert perp and all(abs(round(s / 0.01) * 0.01 - s) < 1e-12 for s in perp)
+    assert live.adapter.counters["gaps"] == 0 and live.adapter.counters["checksum_failures"] == 0
+    assert [e.reason for e in live.statuses(DISCONNECTED)] == ["shutdown"]
+
+
+async def test_gap_resubscribes_that_symbol_only(server: OkxServer) -> None:
+    async with Live(server) as live:
+        await live.all_synced()
+        mark = len(live.events)
+        server.drop_next_update("BTC-USDT")
+        await wait_until(lambda: live.statuses(BOOK_INVALID, "BTC-USDT", mark), "book_invalid for BTC-USDT")
+        assert live.statuses(BOOK_INVALID, "BTC-USDT", mark)[0].reason.startswith("gap")
+        await live.synced_to_truth("BTC-USDT")
+        assert live.statuses(BOOK_INVALID, "ETH-USDT", mark) == []
+        assert live.statuses(BOOK_INVALID, "BTC-USDT-PERP", mark) == []
+        eth_after = [e for e in live.events[mark:] if isinstance(e, Book) and e.symbol == "ETH-USDT"]
+        assert eth_after and not any(e.snapshot for e in eth_after)
+        await live.synced_to_truth("ETH-USDT")
+    assert book_ops(server, "BTC-USDT") == ["subscribe", "unsubscribe", "subscribe"]
+    assert book_ops(server, "ETH-USDT") == ["subscribe"]
+    assert server.connections == 1
+    assert live.mismatches == [] and live.books.violations == []
+
+
+async def test_checksum_corruption_resubscribes_that_symbol_only(server: OkxServer) -> None:
+    async with Live(server) as live:
+        await live.all_synced()
+        mark = len(live.events)
+        server.corrupt_next_checksum("BTC-USDT-SWAP")
+        await wait_until(lambda: live.statuses(BOOK_INVALID, "BTC-USDT-PERP", mark), "book_invalid for the swap")
+        assert "checksum mismatch" in live.statuses(BOOK_INVALID, "BTC-USDT-PERP", mark)[0].reason
+        await live.synced_to_truth("BTC-USDT-PERP")
+        assert live.statuses(BOOK_INVALID, "BTC-USDT", mark) == [] == live.statuses(BOOK_INVALID, "ETH-USDT", mark)
+    assert book_ops(server, "BTC-USDT-SWAP") == ["subscribe", "unsubscribe", "subscribe"]
+    assert live.adapter.counters["checksum_failures"] == 1
+    assert server.connections == 1
+    assert live.mismatches == [] and live.books.violations == []
+
+
+async def test_killed_socket_reconnects_and_resyncs(server: OkxServer) -> None:
+    async with Live(server) as live:
+        await live.all_synced()
+        mark = len(live.events)
+        assert server.kill_connections() == 1
+        await wait_until(lambda: live.statuses(DISCONNECTED, since=mark), "disconnected")
+        await wait_until(lambda: all(live.statuses(BOOK_INVALID, s, mark) for s in SYMBOLS), "book_invalid for every symbol")
+        await wait_until(lambda: server.connections == 2, "a new connection")
+        await live.all_synced()
+        assert len(live.statuses(CONNECTED)) == 2
+    assert live.mismatches == [] and live.books.violations == []
+
+
+async def test_silent_socket_goes_stale_and_reconnects(server: OkxServer) -> None:
+    async with Live(server, stale_after=0.5) as live:
+        await live.all_synced()
+        mark = len(live.events)
+        assert len(server.stall()) == 1
+        await wait_until(lambda: live.statuses(STALE, since=mark), "stale")
+        assert live.statuses(STALE, since=mark)[0].reason.startswith("stale")
+        await wait_until(lambda: all(live.statuses(BOOK_INVALID, s, mark) for s in SYMBOLS), "book_invalid for every symbol")
+        await wait_until(lambda: server.connections == 2, "a new connection")
+        await live.all_synced()
+    assert live.mismatches == [] and live.books.violations == []
+
+
+async def test_notice_64008_make_before_break_without_invalidating(server: OkxServer) -> None:
+    async with Live(server) as live:
+        await live.all_synced()
+        mark = len(live.events)
+        server.send_notice("64008")
+        await wait_until(lambda: server.connections == 2, "a replacement connection")
+        await wait_until(lambda: len(server.open_connections()) == 1 and live.statuses(DISCONNECTED, since=mark), "the old connection closed")
+        assert live.statuses(DISCONNECTED, since=mark)[0].reason.startswith("replaced by")
+        await live.all_synced()
+        # the consumers never lost their books
+        assert live.statuses(BOOK_INVALID, since=mark) == []
+        assert len([o for o in server.ops if o["op"] == "subscribe"]) == 2
+    assert live.mismatches == [] and live.books.violations == []
+    trades = [e for e in live.events if isinstance(e, Trade)]
+    assert len({(t.symbol, t.trade_id) for t in trades}) == len(trades)
+
+
+async def test_rejected_subscription_is_an_error_for_that_symbol(server: OkxServer) -> None:
+    server.reject("ETH-USDT")
+    async with Live(server) as live:
+        await live.synced_to_truth("BTC-USDT")
+        await wait_until(lambda: live.statuses(ERROR, "ETH-USDT"), "an error for ETH-USDT")
+        assert "60018" in live.statuses(ERROR, "ETH-USDT")[0].reason
+        assert not [e for e in live.events if isinstance(e, Book) and e.symbol == "ETH-USDT"]
+
+
+async def test_rest_snapshot_mode_when_no_ws_snapshot(server: OkxServer) -> None:
+    server.ws_snapshot = False
+    server.checksum = False  # OKX since June 2026: checksum 0, seqId only
+    server.rest_lag = 3  # the REST cache can lag: the first snapshot may be too old
+    async with Live(server) as live:
+        await live.all_synced()
+        assert live.adapter.counters["rest_snapshots"] >= 3
+        mark = len(live.events)
+        requests = len([p for p in server.rest_log if "/market/books" in p])
+        server.drop_next_update("ETH-USDT")
+        await wait_until(lambda: live.statuses(BOOK_INVALID, "ETH-USDT", mark), "book_invalid for ETH-USDT")
+        await live.synced_to_truth("ETH-USDT")
+        # recovered by a new REST snapshot, not by resubscribing
+        assert len([p for p in server.rest_log if "/market/books" in p and "ETH-USDT" in p]) > 0
+        assert len([p for p in server.rest_log if "/market/books" in p]) > requests
+    assert book_ops(server, "ETH-USDT") == ["subscribe"]
+    assert all(e.checksum is None for e in live.events if isinstance(e, Book))
+    assert live.books.violations == []
+    json.dumps(live.adapter.counters)  # counters stay plain data
