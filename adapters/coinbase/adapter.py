@@ -62,8 +62,9 @@ PRODUCTS_PATH = "/api/v3/brokerage/market/products"
 SECOND_NS = 1_000_000_000
 HEARTBEAT_TIMEOUT_NS = 5 * SECOND_NS  # heartbeats come once a second (EXCHANGES.md 4.1, 8.3)
 MAX_PRODUCTS_PER_CONNECTION = 50  # a gap costs every book of its connection: keep the blast radius bounded
-TRADE_IDS_REMEMBERED = 10_000  # per product; a reconnect snapshot holds far fewer recent trades
+TRADE_IDS_REMEMBERED = 2_000  # per product: a reconnect's trade snapshot repeats only recent trades
 
+_DECODED_CHANNELS = ("l2_data", "market_trades", "heartbeats", "subscriptions")
 _SIDES = {"BUY": "buy", "SELL": "sell", "buy": "buy", "sell": "sell"}
 
 
@@ -96,7 +97,7 @@ class _Conn:
     """What the adapter knows about one open connection."""
 
     __slots__ = ("conn", "products", "expected_seq", "books", "last_heartbeat", "heartbeat_counter",
-                 "closing", "stale_sent", "acked")
+                 "closing", "stale_sent", "acked", "level2_checked")
 
     def __init__(self, conn: str, ts: int, products: set[str] | None) -> None:
         self.conn = conn
@@ -108,6 +109,7 @@ class _Conn:
         self.closing = False  # we asked the runtime to close it: later frames are ignored
         self.stale_sent = False  # on_tick asked for a stale close (commands only, no events)
         self.acked: set[str] = set()  # symbols already reported subscribed on this connection
+        self.level2_checked = False  # the level2 acknowledgement was compared with what we asked for
 
 
 class CoinbaseAdapter(Adapter):
@@ -288,6 +290,11 @@ class CoinbaseAdapter(Adapter):
             self.events.append(Status(self.venue, None, ts, ERROR, f"venue error: {text}"))
             return
         seq = other.sequence_num
+        if seq is None and other.channel in _DECODED_CHANNELS:
+            self.counters["malformed"] += 1
+            self.log.warning(("bad", other.channel), ts, "coinbase message without sequence_num", channel=other.channel,
+                             frame=str(data)[:200])
+            return
         if seq is not None and other.channel is not None:
             expected = c.expected_seq
             if expected is not None and seq != expected:
@@ -297,7 +304,7 @@ class CoinbaseAdapter(Adapter):
                 self._gap(c, ts, expected, seq)
                 return
             c.expected_seq = seq + 1
-            if other.channel in ("l2_data", "market_trades", "heartbeats", "subscriptions"):
+            if other.channel in _DECODED_CHANNELS:
                 # a known channel whose body did not decode: whatever it carried is lost
                 self.counters["malformed"] += 1
                 self.log.warning(("bad", other.channel), ts, "coinbase message malformed", channel=other.channel,
@@ -481,6 +488,15 @@ class CoinbaseAdapter(Adapter):
 
     def _subscriptions(self, c: _Conn, ts: int, msg: Subscriptions) -> None:
         for ev in msg.events:
+            level2 = ev.subscriptions.get("level2")
+            if level2 is not None and c.products and not c.level2_checked:
+                # the acknowledgement of our level2 subscribe: a product missing from it gets no book
+                c.level2_checked = True
+                for product_id in sorted(c.products - set(level2)):
+                    symbol = self.symbol_of.get(product_id, product_id)
+                    self.counters["subscription_missing"] += 1
+                    self.log.error(("missing", product_id), ts, "coinbase did not subscribe level2", product_id=product_id)
+                    self.events.append(Status(self.venue, symbol, ts, ERROR, f"level2 not subscribed for {product_id}"))
             for channel, product_ids in ev.subscriptions.items():
                 if channel not in ("level2", "market_trades"):
                     continue

@@ -368,3 +368,17 @@ def test_prices_parse_exactly_like_float_of_the_text():
         adapter.on_frame("c1", T0, frame)
         book = books_of(adapter.take_events())[0]
         assert book.bids == ([(float(text), float(text))] if float(text) else [])
+
+
+def test_product_missing_from_the_level2_acknowledgement_is_an_error():
+    adapter, _ = live()
+    adapter.take_events()
+    adapter.on_frame("c1", T0, json.dumps({"channel": "subscriptions", "sequence_num": 0, "events": [
+        {"subscriptions": {"heartbeats": ["heartbeats"]}}]}))
+    adapter.on_frame("c1", T0, json.dumps({"channel": "subscriptions", "sequence_num": 1, "events": [
+        {"subscriptions": {"heartbeats": ["heartbeats"], "level2": ["BTC-USD"]}}]}))
+    adapter.on_frame("c1", T0, json.dumps({"channel": "subscriptions", "sequence_num": 2, "events": [
+        {"subscriptions": {"level2": ["BTC-USD"], "market_trades": ["BTC-USD"]}}]}))
+    events = adapter.take_events()
+    assert [(e.symbol, e.reason) for e in statuses(events, ERROR)] == [("ETH-USD", "level2 not subscribed for ETH-USD")]
+    assert [e.symbol for e in statuses(events, SUBSCRIBED)] == ["BTC-USD"]
