@@ -5,12 +5,15 @@ What it keeps right, and why:
   connection was lost, and it could have been any product's book update, so every book on the
   connection is invalid (a ``book_invalid`` status each) and the connection is re-established: only a
   fresh subscribe brings fresh snapshots. A smaller number than expected is a duplicate and is dropped.
-- ``level2`` sides are ``bid`` and ``offer``. An unknown side is never guessed at: it invalidates the
-  book (the lost-ask-side bug of other handlers comes from mapping ``offer`` wrongly).
+- ``level2`` sides are ``bid`` and ``offer``. An unknown side is never guessed at: like a crossed book,
+  it invalidates the connection's books and resubscribes (the lost-ask-side bug of other handlers comes
+  from mapping ``offer`` wrongly).
 - ``market_trades`` opens with a snapshot of recent trades; after a reconnect it repeats trades we have
   already published, so trades are de-duplicated by id per product in a bounded window.
-- Liveness follows the ``heartbeats`` rhythm (one a second): five seconds without a heartbeat whose
-  counter advanced closes the connection as stale.
+- Liveness follows the ``heartbeats`` rhythm (one a second): five seconds (or the configured
+  ``stale_after``) without a heartbeat whose counter advanced closes the connection as stale, even while
+  other channels keep talking. ``on_tick`` only asks for the close; the events come from ``on_close``,
+  so a replay gives the same events.
 
 Live: ``start`` fetches the public products list, then opens one connection per group of products;
 ``on_open`` subscribes ``heartbeats``, ``level2`` and ``market_trades``, one channel per message, all
@@ -228,6 +231,7 @@ class CoinbaseAdapter(Adapter):
             return
         why = reason or (f"closed with code {code}" if code is not None else "closed")
         if why.startswith("stale"):
+            self.counters["stale"] += 1
             self.events.append(Status(self.venue, None, ts, STALE, why))
         self.events.append(Status(self.venue, None, ts, DISCONNECTED, why))
         self._invalidate_books(c, ts, f"disconnected: {why}")
@@ -238,7 +242,7 @@ class CoinbaseAdapter(Adapter):
                 continue
             if ts - c.last_heartbeat > self.heartbeat_timeout_ns:
                 c.stale_sent = True
-                self.counters["stale"] += 1
+                self.counters["heartbeat_timeouts"] += 1
                 silent = (ts - c.last_heartbeat) / SECOND_NS
                 self.commands.append(Disconnect(c.conn, f"stale: no heartbeat for {silent:.1f} s"))
 
