@@ -9,7 +9,8 @@
 
 Shutdown (SIGINT or SIGTERM, handled here and nowhere else): stop intake (every runner closes its
 connections; the adapters' disconnect events are still published), drain the bus and flush every
-sink, close the recorder, exit 0. A second signal during shutdown exits at once with code 1.
+sink, close the recorder, exit 0. A second signal during shutdown exits at once with code 1. The same
+orderly shutdown follows when the reader of stdout goes away (``marketfeed run | head``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from marketfeed.bus import Bus
 from marketfeed.config import Config, RecordConfig
 from marketfeed.protocol import Adapter
 from marketfeed.sinks import make_sink
+from marketfeed.sinks.stdout import StdoutSink
 
 log = structlog.get_logger("marketfeed.daemon")
 
@@ -56,7 +58,10 @@ class Daemon:
         }
         self.bus = Bus()
         for sink_config in config.sinks:
-            self.bus.add_sink(make_sink(sink_config), sink_config.queue_size, sink_config.on_full)
+            sink = make_sink(sink_config)
+            if isinstance(sink, StdoutSink):
+                sink.on_reader_gone = self._reader_gone
+            self.bus.add_sink(sink, sink_config.queue_size, sink_config.on_full)
         self.record: RecordConfig | None = config.record
         if record_dir is not None:
             base = config.record or RecordConfig(dir=str(record_dir))
@@ -73,6 +78,10 @@ class Daemon:
         """Begin an orderly shutdown (what SIGINT and SIGTERM do)."""
         if self._stop is not None:
             self._stop.set()
+
+    def _reader_gone(self) -> None:
+        log.info("shutting down: nobody reads stdout any more")
+        self.request_stop()
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1

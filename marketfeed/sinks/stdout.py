@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+
+import structlog
 
 from marketfeed.events import Event, encode_lines
 from marketfeed.sinks.base import BlockingWorker, Sink
@@ -16,9 +19,13 @@ class StdoutSink(Sink):
 
     name = "stdout"
 
-    def __init__(self, fd: int | None = None) -> None:
+    def __init__(self, fd: int | None = None, on_reader_gone: Callable[[], None] | None = None) -> None:
+        """``on_reader_gone`` is called once when the reader closes the pipe (``marketfeed run | head``):
+        the daemon stops then, as a command-line tool whose output nobody reads should."""
         self._fd = fd
         self._worker: BlockingWorker | None = None
+        self.on_reader_gone = on_reader_gone
+        self.reader_gone = False
 
     async def start(self) -> None:
         if self._fd is None:
@@ -30,7 +37,15 @@ class StdoutSink(Sink):
         assert self._worker is not None, "start() first"
         buf = bytearray()
         encode_lines(events, buf)
-        await self._worker.run(_write_all, self._fd, buf)
+        try:
+            await self._worker.run(_write_all, self._fd, buf)
+        except BrokenPipeError:
+            if not self.reader_gone:
+                self.reader_gone = True
+                structlog.get_logger("marketfeed.sinks").warning("stdout was closed by its reader")
+                if self.on_reader_gone is not None:
+                    self.on_reader_gone()
+            raise
 
     async def close(self) -> None:
         if self._worker is not None:

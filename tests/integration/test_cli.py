@@ -423,3 +423,35 @@ async def test_a_second_signal_during_shutdown_exits_1_at_once(tmp_path: Path) -
         await sim.stop()
     assert code == 1
     assert b"second signal: exiting without finishing the shutdown" in rest
+
+
+async def test_run_stops_in_order_when_the_reader_of_stdout_goes_away(tmp_path: Path) -> None:
+    """`marketfeed run | head -n 1`: once head exits, the daemon shuts down by itself, with code 0."""
+    from marketfeed.simulate.binance import BinanceSimulator
+
+    sim = BinanceSimulator(seed=9, interval=0.02)
+    await sim.start()
+    config = tmp_path / "live.toml"
+    config.write_text(f'[venues.binance]\nsymbols = ["BTC-USDT"]\nws_url = "{sim.ws_url}"\nrest_url = "{sim.rest_url}"\n')
+    read_fd, write_fd = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "marketfeed", "run", "--config", str(config), "--log-format", "json",
+        stdout=write_fd, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )
+    os.close(write_fd)
+    try:
+        assert proc.stderr is not None
+        with os.fdopen(read_fd, "rb") as reader:
+            first = await asyncio.wait_for(asyncio.to_thread(reader.readline), 30)
+            assert isinstance(ev.decode(first), Status)
+        # the reader has exited: the pipe has no reading end any more
+        code = await asyncio.wait_for(proc.wait(), 60)
+        log = await proc.stderr.read()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await sim.stop()
+    events = [json.loads(line)["event"] for line in log.splitlines() if line.startswith(b"{")]
+    assert code == 0, log
+    assert "shutting down: nobody reads stdout any more" in events and "marketfeed stopped" in events
