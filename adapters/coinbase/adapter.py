@@ -205,7 +205,10 @@ class CoinbaseAdapter(Adapter):
         self._connections_planned = True
         url = self._ws_url()
         for i in range(0, len(wanted), MAX_PRODUCTS_PER_CONNECTION):
-            plan = {"products": wanted[i : i + MAX_PRODUCTS_PER_CONNECTION], "channels": self._channels}
+            chunk = wanted[i : i + MAX_PRODUCTS_PER_CONNECTION]
+            # the plan is recorded with the connection: it carries the names we publish (an aliased
+            # BTC-USDC), so a replay without our config publishes the same names
+            plan = {"products": chunk, "channels": self._channels, "symbols": {p: self.symbol_of[p] for p in chunk}}
             self.commands.append(Connect(url, plan))
 
     def on_open(self, conn: str, ts: int, url: str, plan: Any = None) -> None:
@@ -216,6 +219,9 @@ class CoinbaseAdapter(Adapter):
                 products = [str(p) for p in plan["products"]]
             if isinstance(plan.get("channels"), list):
                 channels = [str(c) for c in plan["channels"]]
+            names = plan.get("symbols")
+            if isinstance(names, dict) and self.config is None:
+                self.symbol_of.update({str(k): str(v) for k, v in names.items()})
         self.conns[conn] = _Conn(conn, ts, set(products) if products is not None else None)
         self.events.append(Status(self.venue, None, ts, CONNECTED))
         # one channel per subscribe message; heartbeats first so liveness is watched from the start

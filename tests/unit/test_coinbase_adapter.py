@@ -292,6 +292,12 @@ def test_unknown_symbol_and_usdc_alias():
     assert [e.symbol for e in errors] == ["NOPE-USD"]
     adapter.on_frame("c1", T0, l2(0, "BTC-USD", "snapshot", [("bid", "1", "1"), ("offer", "2", "1")]))
     assert books_of(adapter.take_events())[0].symbol == "BTC-USDC"
+    # a replay without the config learns the published name from the recorded plan
+    replay = CoinbaseAdapter("coinbase", None)
+    replay.on_rest(T0, "https://api.coinbase.com" + PRODUCTS_PATH, 200, json.dumps(PRODUCTS))
+    replay.on_open("c1", T0, connect.url, json.loads(json.dumps(connect.plan)))
+    replay.on_frame("c1", T0, l2(0, "BTC-USD", "snapshot", [("bid", "1", "1"), ("offer", "2", "1")]))
+    assert books_of(replay.take_events())[0].symbol == "BTC-USDC"
 
 
 def test_products_failure_retries_with_delay():
