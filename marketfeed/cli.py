@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -109,16 +110,35 @@ def _describe_sink(sink: object) -> str:
 
 
 def _build_adapters(config: Config, source: str) -> dict:
-    """Construct each venue's adapter: venue-specific settings are checked by the adapter itself."""
+    """Construct each venue's adapter: venue-specific settings are checked by the adapter itself.
+    Its ValueError becomes a config error naming the key the message is about."""
     from marketfeed.venues import make_adapter
 
     adapters = {}
     for name, venue in config.venues.items():
         try:
             adapters[name] = make_adapter(name, venue)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{source}: venues.{name}: {exc}") from None
+        except (ConfigError, ValueError, TypeError) as exc:
+            message = str(exc).removeprefix(f"{name}: ")
+            if isinstance(exc, ConfigError) and message.startswith(f"venues.{name}"):
+                key, _, message = message.partition(": ")  # the adapter named the key itself
+            else:
+                key = _adapter_key(name, message)
+            raise ConfigError(f"{source}: {key}: {message}") from None
     return adapters
+
+
+def _adapter_key(venue: str, message: str) -> str:
+    """``venues.okx.book_channel`` for "book_channel must be one of ...": the first config key the
+    message names, else the venue's table."""
+    from marketfeed.config import VenueConfig
+
+    found = [
+        (m.start(), field)
+        for field in VenueConfig.__struct_fields__
+        if (m := re.search(rf"\b{re.escape(field)}\b", message)) is not None
+    ]
+    return f"venues.{venue}.{min(found)[1]}" if found else f"venues.{venue}"
 
 
 # --- run ----------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ BINANCE_VENUES = ("binance", "binance-usdm")
 # diff-depth stream speeds the venue offers (EXCHANGES.md): spot @100ms/@1000ms, USD-M @0/100/250/500ms
 BINANCE_BOOK_INTERVALS = {"binance": (100, 1000), "binance-usdm": (0, 100, 250, 500)}
 BINANCE_ONLY_KEYS = ("trade_stream", "book_interval_ms", "snapshot_weight_per_minute")
+OKX_ONLY_KEYS = ("book_channel",)
 ON_FULL = ("drop_oldest", "drop_newest")
 
 
@@ -63,6 +64,9 @@ class VenueConfig(msgspec.Struct, forbid_unknown_fields=True):
     book_interval_ms: int | None = None  # diff depth speed: spot 100/1000; USD-M 0/100/250/500
     max_streams_per_connection: int = 200
     snapshot_weight_per_minute: int | None = None  # share of the venue's REST weight we may spend
+    # OKX: the book channel, "books" (400 levels, public; the default), "books-l2-tbt" (400) or
+    # "books50-l2-tbt" (50); the tbt channels need a login at VIP5/VIP6. Validated by the adapter.
+    book_channel: str | None = None
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -270,6 +274,10 @@ def _check_venue(name: str, venue: VenueConfig, table: dict[str, Any], key: str)
         for field in BINANCE_ONLY_KEYS:
             if field in table:
                 raise _KeyProblem(f"{key}.{field}", "only applies to binance and binance-usdm")
+    if name != "okx":
+        for field in OKX_ONLY_KEYS:
+            if field in table:
+                raise _KeyProblem(f"{key}.{field}", "only applies to okx")
 
 
 def _check_sinks(sinks: list[SinkConfig]) -> None:

@@ -69,6 +69,10 @@ def test_check_config_accepts_the_example() -> None:
         ('[venues.binance]\nsymbols = ["BTC-USDT"]\n[[sinks]]\ntype = "jsonl"\n', "sinks[0].path"),
         ('[venues.binance]\nsymbols = ["BTC-USDT"]\n[log]\nlevel = "chatty"\n', "log.level"),
         ('[venues.krakn]\nsymbols = ["BTC-USD"]\n', "venues.krakn"),
+        # venue-specific limits that the adapter itself checks
+        ('[venues.binance]\nsymbols = ["BTC-USDT"]\ndepth = 6000\n', "venues.binance.depth"),
+        ('[venues.binance-usdm]\nsymbols = ["BTC-USDT-PERP"]\ndepth = 7\n', "venues.binance-usdm.depth"),
+        ('[venues.okx]\nsymbols = ["BTC-USDT"]\nbook_channel = "books5"\n', "venues.okx.book_channel"),
     ],
 )
 def test_bad_config_exits_2_with_one_line_naming_file_and_key(tmp_path: Path, text: str, key: str) -> None:

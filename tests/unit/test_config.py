@@ -129,6 +129,7 @@ BAD = [
     ('[venues.binance-usdm]\nsymbols = ["BTC-USDT-PERP"]\nbook_interval_ms = 1000\n', "venues.binance-usdm.book_interval_ms", "0, 100, 250, 500"),
     ('[venues.binance]\nsymbols = ["BTC-USDT"]\ntrade_stream = "trades"\n', "venues.binance.trade_stream", "aggTrade"),
     ('[venues.kraken]\nsymbols = ["BTC-USD"]\ntrade_stream = "trade"\n', "venues.kraken.trade_stream", "binance"),
+    ('[venues.kraken]\nsymbols = ["BTC-USD"]\nbook_channel = "books"\n', "venues.kraken.book_channel", "okx"),
     ('[venues.binance]\nsymbols = ["BTC-USDT"]\nws_url = "localhost:9000"\n', "venues.binance.ws_url", "URL"),
     ('[venues.binance]\nsymbols = ["BTC-USDT"]\nstale_after = -1\n', "venues.binance.stale_after", "positive"),
     ('[venues.binance]\nsymbols = ["BTC-USDT"]\nbackoff = { base = 0 }\n', "venues.binance.backoff.base", "base"),
