@@ -19,10 +19,18 @@ def signed32(v: int) -> int:
     return v - 0x1_0000_0000 if v >= 0x8000_0000 else v
 
 
+_FULL: list[str] = [""] * (2 * DEPTH)  # reused for the common case of 25 levels a side
+
+
 def checksum_of_fragments(bids: Sequence[str], asks: Sequence[str]) -> int:
     """``bids`` best first, ``asks`` best first, at most 25 each, entries ``"px:sz"``."""
     nb = len(bids)
     na = len(asks)
+    if nb == na == DEPTH:
+        parts = _FULL
+        parts[0::2] = bids
+        parts[1::2] = asks
+        return signed32(crc32(":".join(parts).encode()))
     n = nb if nb < na else na
     parts: list[str] = [""] * (2 * n)
     parts[0::2] = bids[:n] if nb > n else bids

@@ -530,3 +530,26 @@ def test_books50_window_truncation_becomes_explicit_deletes():
     book = [e for e in evs if isinstance(e, Book)][0]
     assert book.bids == [(100.5, 1.0), (51.0, 0.0)]
     assert len(h.consumer.books[("okx", "BTC-USDT")].bids) == 50
+
+
+def test_venue_closes_before_the_hand_over_finishes():
+    h = Harness()
+    _two_books(h)
+    v = h.venue
+    h.frame(dumps({"event": "notice", "code": "64008", "msg": "soon closed", "connId": "x"}))
+    plan = h.take_commands()[0].plan
+    h.open("c2", plan)
+    h.take_commands()
+    # the old connection ends before c2 is ready: its books are invalid, and it must not come back
+    h.adapter.on_close("c1", h.tick(), 1006, "connection reset")
+    evs = h.drain()
+    assert [(e.state, e.symbol) for e in evs] == [
+        ("disconnected", None), (BOOK_INVALID, "BTC-USDT"), (BOOK_INVALID, "ETH-USDT")]
+    assert h.take_commands() == [Disconnect("c1", "connection reset (being replaced)", True)]
+    # c2 syncs and takes over with a snapshot
+    h.frame(ack("BTC-USDT"), "c2")
+    bids, asks = _sorted(v, "BTC-USDT")
+    evs = h.frame(v.snapshot("BTC-USDT", bids, asks, seq=v.seq["BTC-USDT"]), "c2")
+    assert [(e.symbol, e.snapshot) for e in evs if isinstance(e, Book)] == [("BTC-USDT", True)]
+    assert h.consumer_checksum("BTC-USDT") == v.checksum("BTC-USDT")
+    assert not h.consumer.violations
