@@ -159,6 +159,8 @@ class VenueRunner:
         if self._started:
             raise RuntimeError("VenueRunner.run() may be called once")
         self._started = True
+        if self._stop_requested.is_set():
+            return  # stopped before it ran: nothing to start, nothing to close
         self._running = True
         with structlog.contextvars.bound_contextvars(venue=self.venue):
             try:
@@ -291,6 +293,8 @@ class VenueRunner:
 
     def _connect(self, command: Connect) -> None:
         link = _Link(command.url, command.plan, command.replaces, self._new_backoff())
+        # forget links that ended for good (replaced connections), so a long run does not accumulate them
+        self.links = [l for l in self.links if l.task is None or not l.task.done()]
         self.links.append(link)
         link.task = self._spawn(self._link_loop(link))
 
