@@ -59,6 +59,9 @@ SECOND = 1_000_000_000
 MAX_CONNECTION_AGE = (23 * 3600 + 50 * 60) * SECOND  # Binance closes at 24 h: replace before
 SUBSCRIBE_BATCH = 200  # streams per SUBSCRIBE message
 MAX_SNAPSHOT_RETRY_DELAY = 30.0
+# Binance diffs cover the whole book: keep only the best levels sorted, deeper ones in the dict alone
+# (see marketfeed/book.py); 64 leaves room for top-of-book consumers and bot snapshots of the top.
+BOOK_WINDOW = 64
 
 
 class VenueSpec(msgspec.Struct, frozen=True):
@@ -123,13 +126,25 @@ class SymbolState:
         self.native = native
         self.symbol = symbol
         self.sync = DepthSync(futures)
-        self.book = L2Book()
+        self.book = L2Book(window=BOOK_WINDOW)
         self.owner: str | None = None  # connection whose depth stream feeds this book
         self.fetching = False  # a snapshot request is out
         self.failures = 0  # consecutive snapshot failures, for retry pacing
         self.last_trade_id = -1
         self.last_agg_id = -1
         self.streams: set[str] = set()
+
+
+class Route:
+    """What a stream name leads to: payload decoder, whole-frame decoder (hot path), handler, symbol."""
+
+    __slots__ = ("decoder", "frame_decoder", "handler", "state")
+
+    def __init__(self, decoder: Any, frame_decoder: Any, handler: Any, state: SymbolState | None) -> None:
+        self.decoder = decoder
+        self.frame_decoder = frame_decoder
+        self.handler = handler
+        self.state = state
 
 
 class ConnState:
@@ -170,7 +185,7 @@ class BinanceAdapter(Adapter):
         self.symbols = SymbolMap(spec.futures)
         self.states: dict[str, SymbolState] = {}  # lower-case native -> state
         self.conns: dict[str, ConnState] = {}
-        self.routes: dict[str, tuple[Any, SymbolState | None]] = {}  # stream name -> (handler, state)
+        self.routes: dict[str, Route] = {}  # stream name -> what handles it
         self._next_id = 1
         self._warn = RateLimitedLog(log)
         self._guess_announced = False
@@ -315,7 +330,7 @@ class BinanceAdapter(Adapter):
     def _announce_subscribed(self, ts: int, streams: list[str]) -> None:
         seen: set[str] = set()
         for stream in streams:
-            handler, st = self._route(stream)
+            st = self._route(stream).state
             if st is not None and st.symbol not in seen:
                 seen.add(st.symbol)
                 self.events.append(Status(self.venue, st.symbol, ts, SUBSCRIBED, None))
@@ -323,7 +338,18 @@ class BinanceAdapter(Adapter):
     # -- frames -------------------------------------------------------------------------------------
 
     def on_frame(self, conn: str, ts: int, data: str | bytes) -> None:
-        self.counters["messages"] += 1
+        # Hot path: a combined-stream frame starts with {"stream":"<name>": route on the name and
+        # decode frame and payload in one pass. Anything else takes the general path.
+        if type(data) is str and data.startswith('{"stream":"'):
+            route = self.routes.get(data[11 : data.find('"', 11)])
+            if route is not None and route.frame_decoder is not None:
+                try:
+                    payload = route.frame_decoder.decode(data).data
+                except msgspec.DecodeError as exc:
+                    self._bad_payload(conn, ts, data, exc, route)
+                    return
+                route.handler(conn, ts, payload, route.state)
+                return
         try:
             env = schemas.envelope_decoder.decode(data)
         except msgspec.DecodeError as exc:
@@ -331,41 +357,48 @@ class BinanceAdapter(Adapter):
             return
         stream = env.stream
         if stream is not None and env.data:
-            route = self.routes.get(stream)
-            if route is None:
-                route = self._route(stream)
-            handler, st = route
-            if handler is not None:
-                handler(conn, ts, env.data, st)
-            return
-        if env.id is not None or env.code is not None:
+            self._dispatch(conn, ts, self._route(stream), env.data)
+        elif env.id is not None or env.code is not None:
             self._on_response(conn, ts, env)
         elif env.e is not None:  # a raw /ws stream: the frame is the event
             self._on_bare_event(conn, ts, env, data)
         else:
             self._unknown(conn, ts, data)
 
-    def _route(self, stream: str) -> tuple[Any, SymbolState | None]:
+    def _dispatch(self, conn: str, ts: int, route: Route, raw: msgspec.Raw | str | bytes) -> None:
+        if route.decoder is None:
+            route.handler(conn, ts, None, route.state)
+            return
+        try:
+            payload = route.decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            self._bad_payload(conn, ts, raw, exc, route)
+            return
+        route.handler(conn, ts, payload, route.state)
+
+    def _route(self, stream: str) -> Route:
         """Map a stream name to its handler once; unknown streams are remembered as ignored."""
         route = self.routes.get(stream)
         if route is not None:
             return route
         if stream == "!serverShutdown":
-            route = (self._on_server_shutdown, None)
+            route = Route(None, None, self._on_server_shutdown, None)
         else:
             lower, _, kind = stream.partition("@")
-            handler = {
-                "trade": self._on_trade,
-                "aggTrade": self._on_agg_trade,
-            }.get(kind)
-            if handler is None and (kind == "depth" or (kind.startswith("depth@") and kind.endswith("ms"))):
-                handler = self._on_depth
-            if handler is None:
+            if kind == "trade":
+                decoders = (schemas.trade_decoder, schemas.trade_frame_decoder, self._on_trade)
+            elif kind == "aggTrade":
+                decoders = (schemas.agg_trade_decoder, schemas.agg_trade_frame_decoder, self._on_agg_trade)
+            elif kind == "depth" or (kind.startswith("depth@") and kind.endswith("ms")):
+                decoders = (schemas.depth_decoder, schemas.depth_frame_decoder, self._on_depth)
+            else:
+                decoders = None
+            if decoders is None:
                 # bookTicker, kline, partial depth, ...: not ours to normalise (counted, not an error)
-                route = (self._on_ignored, None)
+                route = Route(None, None, self._on_ignored, None)
             else:
                 st = self._state(lower, lower.upper(), None)
-                route = (handler, st) if st is not None else (self._on_unknown_symbol, None)
+                route = Route(*decoders, st) if st is not None else Route(None, None, self._on_unknown_symbol, None)
         self.routes[stream] = route
         return route
 
@@ -389,14 +422,14 @@ class BinanceAdapter(Adapter):
         st = self.states[lower] = SymbolState(native, name, self.futures)
         return st
 
-    def _on_ignored(self, conn: str, ts: int, raw: msgspec.Raw, st: None) -> None:
+    def _on_ignored(self, conn: str, ts: int, payload: None, st: None) -> None:
         self.counters["ignored_stream"] += 1
 
-    def _on_unknown_symbol(self, conn: str, ts: int, raw: msgspec.Raw, st: None) -> None:
+    def _on_unknown_symbol(self, conn: str, ts: int, payload: None, st: None) -> None:
         self.counters["unknown_symbol"] += 1
         self._warn.warning(("unknown_symbol", conn), ts, "frame for a symbol we did not subscribe", venue=self.venue, conn=conn)
 
-    def _on_server_shutdown(self, conn: str, ts: int, raw: msgspec.Raw, st: None) -> None:
+    def _on_server_shutdown(self, conn: str, ts: int, payload: None, st: None) -> None:
         self.counters["server_shutdown"] += 1
         cs = self.conns.get(conn)
         log.warning("serverShutdown received", venue=self.venue, conn=conn)
@@ -406,7 +439,7 @@ class BinanceAdapter(Adapter):
     def _on_bare_event(self, conn: str, ts: int, env: schemas.Envelope, data: str | bytes) -> None:
         kind = env.e
         if kind == "serverShutdown":
-            self._on_server_shutdown(conn, ts, msgspec.Raw(b""), None)
+            self._on_server_shutdown(conn, ts, None, None)
             return
         if env.s is None:
             self._unknown(conn, ts, data)
@@ -415,9 +448,7 @@ class BinanceAdapter(Adapter):
         if suffix is None:
             self.counters["ignored_stream"] += 1
             return
-        handler, st = self._route(f"{env.s.lower()}@{suffix}")
-        raw = msgspec.Raw(data.encode() if isinstance(data, str) else data)
-        handler(conn, ts, raw, st)
+        self._dispatch(conn, ts, self._route(f"{env.s.lower()}@{suffix}"), data)
 
     def _on_response(self, conn: str, ts: int, env: schemas.Envelope) -> None:
         cs = self.conns.get(conn)
@@ -429,7 +460,7 @@ class BinanceAdapter(Adapter):
             if batch:
                 seen: set[str] = set()
                 for stream in batch:
-                    _, st = self._route(stream)
+                    st = self._route(stream).state
                     if st is not None and st.symbol not in seen:
                         seen.add(st.symbol)
                         self.events.append(Status(self.venue, st.symbol, ts, ERROR, reason))
@@ -446,77 +477,56 @@ class BinanceAdapter(Adapter):
         if self._warn.warning(("malformed", conn), ts, "malformed frame", venue=self.venue, conn=conn, error=str(exc), head=str(head)):
             self.events.append(Status(self.venue, None, ts, ERROR, f"malformed frame: {exc}"))
 
+    def _bad_payload(self, conn: str, ts: int, data: str | bytes | msgspec.Raw, exc: Exception, route: Route) -> None:
+        self._malformed(conn, ts, data, exc)
+        st = route.state
+        if route.handler == self._on_depth and st.owner == conn and st.sync.state == LIVE:
+            # a diff we could not read is a diff we missed
+            self._invalidate(st, ts, f"malformed diff: {exc}")
+
     def _unknown(self, conn: str, ts: int, data: str | bytes) -> None:
         self.counters["unknown_message"] += 1
         self._warn.warning(("unknown", conn), ts, "unknown message", venue=self.venue, conn=conn, head=str(data[:120]))
 
     # -- trades -------------------------------------------------------------------------------------
 
-    def _on_trade(self, conn: str, ts: int, raw: msgspec.Raw, st: SymbolState) -> None:
-        try:
-            t = schemas.trade_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            self._malformed(conn, ts, raw, exc)
-            return
+    def _on_trade(self, conn: str, ts: int, t: schemas.Trade, st: SymbolState) -> None:
         tid = t.t
-        if tid <= st.last_trade_id:
+        last = st.last_trade_id
+        if tid <= last:
             self.counters["duplicate_trades"] += 1
             return
-        if st.last_trade_id >= 0 and tid != st.last_trade_id + 1:
+        if tid != last + 1 and last >= 0:
             self.counters["trade_id_jumps"] += 1  # not documented as gap-free: a warning only
         st.last_trade_id = tid
-        self.counters["trades"] += 1
-        self.events.append(
-            Trade(self.venue, st.symbol, ts, t.T * MS, str(tid), t.p, t.q, "sell" if t.m else "buy")
-        )
+        self.events.append(Trade(self.venue, st.symbol, ts, t.T * MS, str(tid), t.p, t.q, "sell" if t.m else "buy"))
 
-    def _on_agg_trade(self, conn: str, ts: int, raw: msgspec.Raw, st: SymbolState) -> None:
-        try:
-            t = schemas.agg_trade_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            self._malformed(conn, ts, raw, exc)
-            return
+    def _on_agg_trade(self, conn: str, ts: int, t: schemas.AggTrade, st: SymbolState) -> None:
         aid = t.a
         if aid <= st.last_agg_id:
             self.counters["duplicate_trades"] += 1
             return
         st.last_agg_id = aid
-        self.counters["trades"] += 1
-        self.events.append(
-            Trade(self.venue, st.symbol, ts, t.T * MS, str(aid), t.p, t.q, "sell" if t.m else "buy")
-        )
+        self.events.append(Trade(self.venue, st.symbol, ts, t.T * MS, str(aid), t.p, t.q, "sell" if t.m else "buy"))
 
     # -- depth --------------------------------------------------------------------------------------
 
-    def _on_depth(self, conn: str, ts: int, raw: msgspec.Raw, st: SymbolState) -> None:
-        try:
-            d = schemas.depth_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            self._malformed(conn, ts, raw, exc)
-            if st.owner == conn and st.sync.state == LIVE:
-                # a diff we could not read is a diff we missed
-                self._invalidate(st, ts, f"malformed diff: {exc}")
-            return
+    def _on_depth(self, conn: str, ts: int, d: schemas.DepthUpdate, st: SymbolState) -> None:
         owner = st.owner
         if owner != conn:
             if owner is not None:
                 self.counters["redundant_diffs"] += 1
                 return
             st.owner = conn
-        if self.futures and d.pu is None:
-            self._malformed(conn, ts, raw, ValueError("USD-M diff without pu"))
+        if d.pu is None and self.futures:
+            self._malformed(conn, ts, f"{st.native} U={d.U} u={d.u}", ValueError("USD-M diff without pu"))
             return
         d.ts = ts
-        sync = st.sync
-        verdict = sync.on_diff(d)
+        verdict = st.sync.on_diff(d)
         if verdict is APPLY:
-            book = st.book
-            book.bids.apply(d.b)
-            book.asks.apply(d.a)
-            if book.crossed():
+            if st.book.apply(d.b, d.a):
                 self._crossed(st, ts, d.u)
                 return
-            self.counters["book_updates"] += 1
             self.events.append(Book(self.venue, st.symbol, ts, d.E * MS, d.u, False, d.b, d.a))
         elif verdict is BUFFERED:
             self._want_snapshot(st)
@@ -664,11 +674,8 @@ class BinanceAdapter(Adapter):
             Book(venue, symbol, ts, snap.E * MS if snap.E else None, snap.lastUpdateId, True, snap.bids, snap.asks)
         )
         for d in to_apply:
-            book.bids.apply(d.b)
-            book.asks.apply(d.a)
-            if book.crossed():
+            if book.apply(d.b, d.a):
                 self._crossed(st, ts, d.u)
                 self._want_snapshot(st)
                 return
             events.append(Book(venue, symbol, d.ts, d.E * MS, d.u, False, d.b, d.a))
-        self.counters["book_updates"] += len(to_apply)

@@ -104,6 +104,20 @@ class ServerShutdown(msgspec.Struct):
     E: int | None = None
 
 
+# Whole combined-stream frames, for the hot path: the adapter reads the stream name off the frame's
+# first bytes and decodes frame and payload in one pass.
+class DepthFrame(msgspec.Struct):
+    data: DepthUpdate
+
+
+class TradeFrame(msgspec.Struct, gc=False):
+    data: Trade
+
+
+class AggTradeFrame(msgspec.Struct, gc=False):
+    data: AggTrade
+
+
 envelope_decoder = msgspec.json.Decoder(Envelope)
 depth_decoder = msgspec.json.Decoder(DepthUpdate, strict=False)
 trade_decoder = msgspec.json.Decoder(Trade, strict=False)
@@ -111,3 +125,6 @@ agg_trade_decoder = msgspec.json.Decoder(AggTrade, strict=False)
 snapshot_decoder = msgspec.json.Decoder(DepthSnapshot, strict=False)
 rest_error_decoder = msgspec.json.Decoder(RestError)
 exchange_info_decoder = msgspec.json.Decoder(ExchangeInfo)
+depth_frame_decoder = msgspec.json.Decoder(DepthFrame, strict=False)
+trade_frame_decoder = msgspec.json.Decoder(TradeFrame, strict=False)
+agg_trade_frame_decoder = msgspec.json.Decoder(AggTradeFrame, strict=False)

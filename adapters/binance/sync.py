@@ -82,6 +82,11 @@ class DepthSync:
 
     def on_diff(self, d: Diff) -> str:
         if self.state == LIVE:
+            # the usual case first, without a call: the diff continues the book exactly
+            if (d.pu == self.book_id) if self.futures else (d.U == self.book_id + 1):
+                self.book_id = d.u
+                self.bridging = False
+                return APPLY
             verdict = self.check(d)
             if verdict == APPLY:
                 self.book_id = d.u

@@ -1,0 +1,190 @@
+"""Binance adapter throughput, without the network (``make bench``).
+
+Figures (best of several runs, one process):
+- depth: diff frames decoded, sequence-checked, applied to the book and turned into events, per second,
+  on generated data shaped like Binance's (18 changed levels per diff, 23% deletions, 1000-level
+  snapshot) and on the real BTCUSDT recording;
+- trades: trade frames decoded, deduplicated and turned into events, per second;
+- book: the apply step alone for three book designs (SortedDict per side, full sorted list, top window);
+- replay: ``marketfeed replay`` of a 200,000-diff gzip capture to /dev/null, whole process, messages/s;
+- gc: decoding 200,000 frames with the cyclic collector on, and frozen/off as the daemon runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sortedcontainers import SortedDict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from binance_data import depth_frames, trade_frames, write_depth_capture  # noqa: E402
+
+from marketfeed.adapters.binance import schemas  # noqa: E402
+from marketfeed.adapters.binance.adapter import BinanceAdapter  # noqa: E402
+from marketfeed.book import L2Book  # noqa: E402
+from marketfeed.capture import Recv, Rest, read_capture  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "captures" / "binance" / "spot-btcusdt-20240808.capture.jsonl.gz"
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+
+
+def best(fn, runs: int = RUNS) -> float:
+    """Best (highest) rate of ``runs`` calls of ``fn`` returning (count, seconds)."""
+    rates = []
+    for _ in range(runs):
+        n, dt = fn()
+        rates.append(n / dt)
+    return max(rates)
+
+
+def replay_adapter(snapshot: str, frames: list[str], snapshot_after: int = 1) -> tuple[int, float]:
+    """Feed frames to a fresh adapter (replay mode); time everything after the snapshot."""
+    adapter = BinanceAdapter("binance")
+    adapter.on_open("c1", 1, "wss://x/stream?streams=btcusdt@depth@100ms/btcusdt@trade", None)
+    for f in frames[:snapshot_after]:
+        adapter.on_frame("c1", 2, f)
+    if snapshot:
+        adapter.on_rest(3, "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000", 200, snapshot)
+    adapter.take_events()
+    on_frame = adapter.on_frame
+    events = adapter.events
+    rest = frames[snapshot_after:]
+    t = time.perf_counter()
+    for i, f in enumerate(rest):
+        on_frame("c1", i, f)
+        if len(events) > 4096:
+            events.clear()
+    dt = time.perf_counter() - t
+    assert adapter.counters["gaps"] == 0 and adapter.counters["malformed"] == 0, dict(adapter.counters)
+    return len(rest), dt
+
+
+def synthetic_snapshot(frames: list[str], snap_body: str) -> str:
+    import json
+
+    snap = json.loads(snap_body)
+    snap["lastUpdateId"] = json.loads(frames[0])["data"]["u"]
+    return json.dumps(snap)
+
+
+def real_frames() -> tuple[str, list[str], list[str]]:
+    """(snapshot body, depth frames from the bridging one on, trade frames) of the real recording."""
+    _, records = read_capture(SHARED)
+    depth: list[str] = []
+    trades: list[str] = []
+    snapshot = ""
+    for rec in records:
+        if type(rec) is Rest:
+            snapshot = rec.data
+            last = schemas.snapshot_decoder.decode(snapshot).lastUpdateId
+            depth = [f for f in depth if schemas.depth_frame_decoder.decode(f).data.u > last]
+        elif type(rec) is Recv:
+            if rec.data.startswith('{"stream":"btcusdt@depth'):
+                depth.append(rec.data)
+            elif rec.data.startswith('{"stream":"btcusdt@trade'):
+                trades.append(rec.data)
+    return snapshot, depth, trades
+
+
+def book_apply(kind: str, snapshot, diffs) -> tuple[int, float]:
+    if kind == "SortedDict":
+        bids, asks = SortedDict(snapshot.bids), SortedDict(snapshot.asks)
+        t = time.perf_counter()
+        for d in diffs:
+            for side, updates in ((bids, d.b), (asks, d.a)):
+                for p, s in updates:
+                    if s:
+                        side[p] = s
+                    else:
+                        side.pop(p, None)
+            bids.peekitem(-1)[0] >= asks.peekitem(0)[0]
+        return len(diffs), time.perf_counter() - t
+    book = L2Book(None if kind == "full list" else 64)
+    book.apply_snapshot(snapshot.bids, snapshot.asks)
+    t = time.perf_counter()
+    for d in diffs:
+        book.apply(d.b, d.a)
+    return len(diffs), time.perf_counter() - t
+
+
+def replay_process(capture: Path, diffs: int) -> float:
+    marketfeed = Path(sys.executable).parent / "marketfeed"
+    cmd = [str(marketfeed), "replay", str(capture), "--out", os.devnull]
+    rates = []
+    for _ in range(max(1, RUNS // 2)):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+        rates.append(diffs / (time.perf_counter() - t))
+    return max(rates)
+
+
+def gc_cost(frames: list[str]) -> tuple[float, float]:
+    decode = schemas.depth_frame_decoder.decode
+    out = []
+    gc.unfreeze()
+    gc.enable()
+    t = time.perf_counter()
+    for f in frames:
+        out.append(decode(f))
+    with_gc = time.perf_counter() - t
+    out.clear()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    t = time.perf_counter()
+    for f in frames:
+        out.append(decode(f))
+    without = time.perf_counter() - t
+    return with_gc, without
+
+
+def main() -> None:
+    print("Binance adapter benchmark (best of %d runs)" % RUNS)
+    snap_body, frames = depth_frames(100_000)
+    snap_body = synthetic_snapshot(frames, snap_body)
+    tframes = trade_frames(300_000)
+    big_snap, big_frames = depth_frames(200_000)
+
+    g_with, g_without = gc_cost(big_frames)
+    print(f"  gc: decoding 200,000 depth frames: {g_with:.2f} s with the collector, {g_without:.2f} s frozen/off")
+
+    gc.collect()
+    gc.freeze()
+    gc.disable()  # as the daemon's replay runs
+    print(f"  depth, generated (18 levels, 23% deletions): {best(lambda: replay_adapter(snap_body, frames)):>12,.0f} msgs/s  (target 150,000)")
+    print(f"  trades, generated:                           {best(lambda: replay_adapter('', tframes, 0)):>12,.0f} msgs/s  (target 1,200,000)")
+
+    if SHARED.exists():
+        rsnap, rdepth, rtrades = real_frames()
+        print(f"  depth, real BTCUSDT ({len(rdepth):,} diffs, ~46 levels each): {best(lambda: replay_adapter(rsnap, rdepth)):>8,.0f} msgs/s")
+        print(f"  trades, real BTCUSDT ({len(rtrades):,}):                   {best(lambda: replay_adapter('', rtrades, 0)):>8,.0f} msgs/s")
+        real_snap = schemas.snapshot_decoder.decode(rsnap)
+        real_diffs = [schemas.depth_frame_decoder.decode(f).data for f in rdepth]
+    else:
+        print("  (real BTCUSDT capture not found: ../shared/captures is absent)")
+        real_diffs = []
+    gen_snap = schemas.snapshot_decoder.decode(snap_body)
+    gen_diffs = [schemas.depth_frame_decoder.decode(f).data for f in frames[1:]]
+    for kind in ("SortedDict", "full list", "top window"):
+        line = f"  book apply only, {kind:<10}: generated {best(lambda: book_apply(kind, gen_snap, gen_diffs)):>10,.0f}/s"
+        if real_diffs:
+            line += f", real {best(lambda: book_apply(kind, real_snap, real_diffs)):>9,.0f}/s"
+        print(line)
+    gc.enable()
+    gc.unfreeze()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        capture = write_depth_capture(Path(tmp) / "binance-200k.capture.jsonl.gz", 200_000)
+        rate = replay_process(capture, 200_000)
+        print(f"  replay, 200,000-diff gzip capture to /dev/null, whole process: {rate:>10,.0f} msgs/s  (target 95,000)")
+
+
+if __name__ == "__main__":
+    main()
