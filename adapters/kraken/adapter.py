@@ -614,19 +614,25 @@ class KrakenAdapter(Adapter):
     # -- v2 trades ---------------------------------------------------------------------------------
 
     def _on_trade(self, ts: int, msg: TradeMessage) -> None:
-        snapshot = msg.type == "snapshot"
         last_ids = self._last_trade_id
-        for t in msg.data:
+        if msg.type == "snapshot":
+            # the first snapshot of a symbol is history from before we subscribed: it only sets the
+            # mark that later snapshots (after a reconnect) are deduplicated against, so that those
+            # fill the gap with the trades newer than the last one seen
+            first = {t.symbol for t in msg.data if t.symbol not in last_ids}
+            for t in msg.data:
+                if t.symbol in first and t.trade_id > last_ids.get(t.symbol, -1):
+                    last_ids[t.symbol] = t.trade_id
+            # a snapshot may list newest first: emit in trade_id order
+            trades = sorted((t for t in msg.data if t.symbol not in first), key=lambda t: t.trade_id)
+        else:
+            trades = msg.data
+        for t in trades:
             last = last_ids.get(t.symbol)
-            if snapshot and last is None:
-                # the first snapshot is history from before we subscribed: it only sets the mark that
-                # later snapshots (after a reconnect) are deduplicated against
-                last_ids[t.symbol] = max(t.trade_id, last_ids.get(t.symbol, t.trade_id))
-                continue
             if last is not None and t.trade_id <= last:
                 self.counters["duplicate_trades"] += 1
                 continue
-            if last is not None and t.trade_id != last + 1 and not snapshot:
+            if last is not None and t.trade_id != last + 1 and msg.type != "snapshot":
                 self.counters["trade_id_gaps"] += 1
             last_ids[t.symbol] = t.trade_id
             side = t.side if t.side == "buy" or t.side == "sell" else None
@@ -634,11 +640,6 @@ class KrakenAdapter(Adapter):
             self.events.append(Trade(self.venue, self._normalise_v2(t.symbol, ts), ts,
                                      rfc3339_ns(t.timestamp) if t.timestamp else None,
                                      str(t.trade_id), t.price, t.qty, side))
-        if snapshot:
-            # a snapshot may list newest first: the mark is the highest id in it
-            for t in msg.data:
-                if t.trade_id > last_ids.get(t.symbol, -1):
-                    last_ids[t.symbol] = t.trade_id
 
     # -- v1 (replay of older archives) ---------------------------------------------------------------
 
