@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from marketfeed.capture import Rest, read_capture
 from marketfeed.config import Backoff, VenueConfig
 from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, Book, Event, Status, Trade
 from marketfeed.recorder import Recorder
@@ -272,8 +273,10 @@ async def test_server_shutdown_hands_over_without_invalidating(sim: BinanceSimul
 
 async def test_recorded_live_run_replays_to_the_same_events(sim: BinanceSimulator, tmp_path: Path) -> None:
     recorder = Recorder(tmp_path, ["binance"], rotate_mb=None, rotate_minutes=None, gzip=True)
+    sim.fail_depth(500, count=1)  # an error answer in the recording
+    sim.slow_depth(1.0, count=1)  # and no answer at all (status 0, a timeout)
     try:
-        async with Live(sim, recorder=recorder) as live:
+        async with Live(sim, recorder=recorder, stale_after=0.5, fetch_timeout=0.3) as live:
             await live.synced_to_truth("BTC-USDT", "BTCUSDT")
             await wait_until(lambda: len(live.events) > 150, "150 events")
             sim.drop_next_diff("ETHUSDT")
@@ -283,11 +286,18 @@ async def test_recorded_live_run_replays_to_the_same_events(sim: BinanceSimulato
             sim.kill_connections(SPOT)
             await wait_until(lambda: len(sim.connections) == 2, "a new connection")
             await live.synced_to_truth("BTC-USDT", "BTCUSDT")
+            sim.stall(SPOT)
+            await wait_until(lambda: len(sim.connections) == 3, "a new connection after stale")
+            await live.synced_to_truth("BTC-USDT", "BTCUSDT")
             await live.synced_to_truth("ETH-USDT", "ETHUSDT")
     finally:
         recorder.close()
     files = sorted(tmp_path.glob("*.capture.jsonl.gz"))
     assert files == recorder.files and len(files) == 2
+    rests = [r for f in files for r in read_capture(f)[1] if isinstance(r, Rest)]
+    assert {(r.status, r.error) for r in rests} >= {(500, None), (0, "timeout"), (200, None)}
+    states = {e.state for e in live.events if isinstance(e, Status)}
+    assert {ERROR, STALE, DISCONNECTED, BOOK_INVALID} <= states
     replayed = list(replay_events(files))
     assert len(replayed) == len(live.events)
     assert replayed == live.events
