@@ -221,7 +221,17 @@ class VenueRunner:
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         ctx = self._ctx.copy() if self._ctx is not None else None
-        return asyncio.get_running_loop().create_task(coro, context=ctx)
+        task = asyncio.get_running_loop().create_task(coro, context=ctx)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # every task catches what it expects: this is a bug, say so loudly
+            self.counters["runtime_errors"] += 1
+            log.error("runtime task failed (a bug)", task=task.get_coro().__qualname__, exc_info=exc)
 
     # -- state for metrics ------------------------------------------------------------------------
 
@@ -339,7 +349,14 @@ class VenueRunner:
                 link.conn = conn
                 self._by_conn[conn] = link
                 with structlog.contextvars.bound_contextvars(conn=conn):
-                    healthy_for = await self._connection(link, conn)
+                    try:
+                        healthy_for = await self._connection(link, conn)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # a bug: keep the link alive, it reconnects with backoff
+                        self.counters["runtime_errors"] += 1
+                        log.exception("connection task failed (a bug)")
+                        healthy_for = 0.0
                 if self._stopping or link.final:
                     break
                 delay = link.backoff.next_delay(healthy_for)
@@ -382,7 +399,7 @@ class VenueRunner:
         link.opened_at = link.last_frame = time.monotonic()
         ts = time.time_ns()
         if self.recorder is not None:
-            self.recorder.open(ts, conn, self.venue, link.url, link.plan)
+            self._record(self.recorder.open, ts, conn, self.venue, link.url, link.plan)
         log.info("connected", url=link.url, replaces=link.replaces)
         self._call(self.adapter.on_open, conn, ts, link.url, link.plan)
         if self.stale_after is not None:
@@ -396,6 +413,10 @@ class VenueRunner:
             # cancelled while open (stop timed out): still tell the adapter the connection is gone
             self._closed(link, conn, ws, None, "cancelled")
             raise
+        except Exception as exc:  # a bug in the runtime: end this connection cleanly, reconnect
+            self.counters["runtime_errors"] += 1
+            log.exception("receive loop failed (a bug)")
+            code, reason = None, f"error: {type(exc).__name__}: {exc}"
         self._closed(link, conn, ws, code, reason)
         return link.last_frame - link.opened_at
 
@@ -424,7 +445,10 @@ class VenueRunner:
                 link.frames += 1
                 data = msg.data
                 if record is not None:
-                    record(ts, conn, data)
+                    try:
+                        record(ts, conn, data)
+                    except Exception as exc:
+                        self._record_failed(exc, ts)
                 call(on_frame, conn, ts, data)
                 continue
             if link.end is not None:  # we ended it (stale, adapter's Disconnect, shutdown)
@@ -456,7 +480,7 @@ class VenueRunner:
             closer.add_done_callback(self._closers.discard)
         ts = time.time_ns()
         if self.recorder is not None:
-            self.recorder.close_conn(ts, conn, code, reason)
+            self._record(self.recorder.close_conn, ts, conn, code, reason)
         log.info(
             "disconnected",
             code=code,
@@ -482,6 +506,19 @@ class VenueRunner:
         log.warning("stale", stale_after=stale_after)
         # code None: no close code was exchanged with the venue, we gave up on a silent socket
         self._end(link, None, reason)
+
+    # -- recording --------------------------------------------------------------------------------
+
+    def _record(self, method: Callable[..., None], *args: Any) -> None:
+        try:
+            method(*args)
+        except Exception as exc:
+            self._record_failed(exc, time.time_ns())
+
+    def _record_failed(self, exc: Exception, ts: int) -> None:
+        """A recording that cannot be written (disk full, closed recorder) must not stop the feed."""
+        self.counters["record_errors"] += 1
+        self._ratelog.error("record_error", ts, "recording failed", error=f"{type(exc).__name__}: {exc}")
 
     # -- sends ------------------------------------------------------------------------------------
 
@@ -519,7 +556,7 @@ class VenueRunner:
                 next_at = time.monotonic() + interval
                 self.counters["sends"] += 1
                 if self.recorder is not None:
-                    self.recorder.send(ts, conn, data)
+                    self._record(self.recorder.send, ts, conn, data)
         finally:
             if link.sender is asyncio.current_task():
                 link.sender = None
@@ -563,7 +600,7 @@ class VenueRunner:
             self.counters["rest_errors"] += 1
             self._ratelog.warning(("rest", status), ts, "rest request refused", status=status, url=command.url, body=body[:200])
         if self.recorder is not None:
-            self.recorder.rest(ts, self.venue, command.url, status, body, error)
+            self._record(self.recorder.rest, ts, self.venue, command.url, status, body, error)
         self._call(self.adapter.on_rest, ts, command.url, status, body)
 
 

@@ -91,6 +91,9 @@ class Live:
         await self.runner.stop()
         assert self.task is not None
         await self.task
+        # nothing in the runtime or the adapter raised along the way
+        assert self.runner.counters["runtime_errors"] == 0
+        assert self.runner.counters["adapter_errors"] == 0
 
     # -- views of the event stream ---------------------------------------------------------------
 

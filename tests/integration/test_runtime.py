@@ -256,3 +256,16 @@ async def test_stop_before_run_and_ticks(sim: BinanceSimulator) -> None:
 
     idle = VenueRunner(Scripted("ws://unused"), config(), lambda events: None)
     await idle.stop()  # never ran: nothing to close, returns at once
+
+
+async def test_a_failing_recorder_does_not_stop_the_feed(sim: BinanceSimulator, tmp_path) -> None:
+    adapter = Scripted(sim.ws_url + "/stream", open=list_requests(4))
+    adapter.max_sends_per_second = 4
+    recorder = Recorder(tmp_path, ["test"])
+    async with Running(adapter, recorder=recorder) as runner:
+        await wait_until(lambda: len(adapter.frames) >= 1, "a first reply")
+        recorder.close()  # every later write raises, as a full disk would
+        await wait_until(lambda: len(adapter.frames) == 4, "every reply")
+        assert runner.counters["record_errors"] >= 3
+        assert runner.reconnects == 0
+    assert runner.counters["runtime_errors"] == 0
