@@ -239,8 +239,8 @@ class VenueRunner:
         """One entry per connection the adapter asked for: its current conn id, url, state
         (connecting/open/closed) and how often it reconnected."""
         return [
-            {"conn": l.conn, "url": l.url, "state": l.state, "reconnects": l.reconnects, "frames": l.frames}
-            for l in self.links
+            {"conn": k.conn, "url": k.url, "state": k.state, "reconnects": k.reconnects, "frames": k.frames}
+            for k in self.links
         ]
 
     # -- adapter calls ----------------------------------------------------------------------------
@@ -304,7 +304,7 @@ class VenueRunner:
     def _connect(self, command: Connect) -> None:
         link = _Link(command.url, command.plan, command.replaces, self._new_backoff())
         # forget links that ended for good (replaced connections), so a long run does not accumulate them
-        self.links = [l for l in self.links if l.task is None or not l.task.done()]
+        self.links = [k for k in self.links if k.task is None or not k.task.done()]
         self.links.append(link)
         link.task = self._spawn(self._link_loop(link))
 

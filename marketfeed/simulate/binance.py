@@ -836,7 +836,7 @@ class BinanceSimulator:
                 limit = max(1, min(limit, 5000))
                 weight = spot_depth_weight(limit)
             else:
-                limit = next((l for l in USDM_LIMITS if l >= limit), 1000)
+                limit = next((n for n in USDM_LIMITS if n >= limit), 1000)
                 weight = usdm_depth_weight(limit)
             fault = m.rest_faults[0] if m.rest_faults else None
             if fault is not None:

@@ -11,7 +11,7 @@ import random
 import aiohttp
 import pytest
 
-from marketfeed.simulate.binance import SPOT, USDM, BinanceSimulator, SymbolSpec, TrueBook
+from marketfeed.simulate.binance import USDM, BinanceSimulator, SymbolSpec, TrueBook
 
 pytestmark = pytest.mark.timeout(60)
 
