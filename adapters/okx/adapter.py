@@ -42,7 +42,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import msgspec
 import structlog
 
-from marketfeed.book import L2Book
+from marketfeed.book import BookSide, L2Book
 from marketfeed.config import VenueConfig
 from marketfeed.events import (
     BOOK_INVALID,
@@ -52,6 +52,7 @@ from marketfeed.events import (
     STALE,
     SUBSCRIBED,
     Book,
+    Level,
     Status,
     Trade,
 )
@@ -101,6 +102,58 @@ RESUBSCRIBING = "resubscribing"  # data ignored until the new subscription's ack
 
 WS_MODE = "ws"
 REST_MODE = "rest"
+
+
+def _apply_side(levels_in: list[schemas.Level], side: BookSide, frag: list[str], ct: float | None, nd: int) -> list[Level]:
+    """Set each level of one side (size "0" deletes) in the float book and in the aligned list of
+    exact-text fragments; return the event's ``(price, size)`` list in base units."""
+    levels = side.levels
+    prices = side.prices
+    n = len(prices)
+    changes = []
+    append = changes.append
+    for lv in levels_in:
+        px = lv.px
+        sz = lv.sz
+        p = float(px)
+        s = float(sz)
+        i = bisect_left(prices, p)
+        if s:
+            if ct is not None:
+                s = round(s * ct, nd)
+            if i < n and prices[i] == p:
+                frag[i] = f"{px}:{sz}"
+            else:
+                prices.insert(i, p)
+                frag.insert(i, f"{px}:{sz}")
+                n += 1
+            levels[p] = s
+        elif i < n and prices[i] == p:
+            del prices[i]
+            del frag[i]
+            del levels[p]
+            n -= 1
+        append((p, s))
+    return changes
+
+
+def _truncate(side: BookSide, frag: list[str], depth: int, changes: list[Level]) -> int:
+    """Drop the levels beyond the channel's window; they go into the event as explicit deletions."""
+    prices = side.prices
+    n = len(prices) - depth
+    if side.descending:
+        removed = prices[n - 1 :: -1]
+        del prices[:n]
+        del frag[:n]
+    else:
+        removed = prices[depth:]
+        del prices[depth:]
+        del frag[depth:]
+    levels = side.levels
+    for p in removed:
+        del levels[p]
+        changes.append((p, 0.0))
+    return n
 
 
 class BookSync:
@@ -420,7 +473,12 @@ class OkxAdapter(Adapter):
             except msgspec.DecodeError:
                 msg = None
             if msg is not None and msg.arg.channel in BOOK_CHANNELS:
-                self._on_book(conn, ts, msg.arg, msg.action, msg.data)
+                sym = self.syms.get(msg.arg.instId)  # type: ignore[arg-type]
+                sync = sym.syncs.get(conn) if sym is not None else None
+                if sync is not None and sync.state is LIVE and msg.action == "update" and len(msg.data) == 1:
+                    self._update(sym, sync, ts, msg.data[0])  # type: ignore[arg-type]
+                else:
+                    self._on_book(conn, ts, msg.arg, msg.action, msg.data)
                 return
         if data == "pong" or data == b"pong":
             self.counters["pongs"] += 1
@@ -653,53 +711,15 @@ class OkxAdapter(Adapter):
 
     def _apply(self, sync: BookSync, sym: SymbolState, d: schemas.BookData) -> tuple[list, list]:
         """Apply one message's levels to ``sync``'s book; return the event's (bids, asks)."""
-        ct = sym.ct_val
-        nd = sym.size_decimals
         book = sync.book
+        bids = _apply_side(d.bids, book.bids, sync.bfrag, sym.ct_val, sym.size_decimals) if d.bids else []
+        asks = _apply_side(d.asks, book.asks, sync.afrag, sym.ct_val, sym.size_decimals) if d.asks else []
         depth = sync.depth
-        out = []
-        for levels_in, side, frag in ((d.bids, book.bids, sync.bfrag), (d.asks, book.asks, sync.afrag)):
-            levels = side.levels
-            prices = side.prices
-            changes = []
-            append = changes.append
-            for lv in levels_in:
-                px = lv[0]
-                sz = lv[1]
-                p = float(px)
-                s = float(sz)
-                i = bisect_left(prices, p)
-                if s:
-                    if ct is not None:
-                        s = round(s * ct, nd)
-                    if i < len(prices) and prices[i] == p:
-                        frag[i] = f"{px}:{sz}"
-                    else:
-                        prices.insert(i, p)
-                        frag.insert(i, f"{px}:{sz}")
-                    levels[p] = s
-                elif i < len(prices) and prices[i] == p:
-                    del prices[i]
-                    del frag[i]
-                    del levels[p]
-                append((p, s))
-            n = len(prices) - depth
-            if n > 0:
-                # levels pushed out of the channel's window: explicit deletions for the consumers
-                if side.descending:
-                    removed = prices[n - 1 :: -1]
-                    del prices[:n]
-                    del frag[:n]
-                else:
-                    removed = prices[depth:]
-                    del prices[depth:]
-                    del frag[depth:]
-                for p in removed:
-                    del levels[p]
-                    append((p, 0.0))
-                self.counters["truncated_levels"] += n
-            out.append(changes)
-        return out[0], out[1]
+        if len(book.bids.prices) > depth:
+            self.counters["truncated_levels"] += _truncate(book.bids, sync.bfrag, depth, bids)
+        if len(book.asks.prices) > depth:
+            self.counters["truncated_levels"] += _truncate(book.asks, sync.afrag, depth, asks)
+        return bids, asks
 
     def _verify(self, sync: BookSync, expected: int) -> bool:
         ok = checksum_of_fragments(sync.bfrag[:-26:-1], sync.afrag[:25]) == expected
