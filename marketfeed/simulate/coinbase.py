@@ -447,6 +447,7 @@ class CoinbaseSimulator:
             self._reject.pop(0)
             self._error(conn, "Failure to subscribe", f"{channel} rejected")
             return
+        new: list[str] = []  # products this message adds: each gets its snapshot
         if kind == "unsubscribe":
             current = conn.subscriptions.get(channel, set())
             current.difference_update(products if products else set(current))
@@ -460,9 +461,9 @@ class CoinbaseSimulator:
                 current.add("heartbeats")
         acked = {ch: sorted(ps) for ch, ps in conn.subscriptions.items()}
         conn.outbox.put_nowait(("subscriptions", [{"subscriptions": acked}], False))
-        if kind == "subscribe":
+        if kind == "subscribe" and channel != "heartbeats":
             # the snapshot goes in the same step as the subscription, so no update can slip between
-            for product_id in new if channel != "heartbeats" else ():
+            for product_id in new:
                 book = self.books[product_id]
                 if channel == "level2":
                     event = {"type": "snapshot", "product_id": product_id, "updates": book.snapshot_updates()}
