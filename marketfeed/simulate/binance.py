@@ -865,3 +865,24 @@ class BinanceSimulator:
             return self._rest_hit(request, market, symbol, limit, weight, 200, body)
 
         return handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m marketfeed.simulate.binance --port 9000``: serve until interrupted (for pointing a
+    daemon at it by hand: ``ws_url``/``rest_url`` = ws://127.0.0.1:9000, http://127.0.0.1:9000)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A loopback Binance (spot and USD-M) market-data server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between diffs")
+    parser.add_argument("--ping-interval", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    sim = BinanceSimulator(seed=args.seed, interval=args.interval, ping_interval=args.ping_interval)
+    print(f"Binance simulator on ws://{args.host}:{args.port} and http://{args.host}:{args.port}", flush=True)
+    web.run_app(sim.app, host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()
