@@ -67,9 +67,6 @@ SECOND = 1_000_000_000
 RESYNC_BUDGET = 5  # resyncs per symbol per window before the circuit opens (Kraken's SDK stops at 5)
 RESYNC_WINDOW = 600 * SECOND
 SNAPSHOT_TIMEOUT = 10 * SECOND  # a (re)subscribe that brings no snapshot counts as a failed resync
-PING_AFTER_SILENCE = 5 * SECOND  # heartbeats come about once a second: silence this long -> ping
-PING_AFTER_SEND_IDLE = 30 * SECOND  # Kraken closes connections idle for about a minute
-PING_INTERVAL = 5 * SECOND
 REST_RETRY_DELAYS = (1.0, 5.0, 15.0, 30.0, 60.0)
 TRADE_IDS_KEPT = 2048  # v1 trade ids remembered per pair for dedupe
 
@@ -163,6 +160,11 @@ class KrakenAdapter(Adapter):
     ws_heartbeat = None  # the application ping is ours (on_tick); protocol pings are the runtime's
     # connect policy (EXCHANGES.md 3.3 and 8.1): a few immediate retries after a random drop, then at
     # least 5 s between attempts, and at most 100 attempts per 10 minutes per IP (the ban is at 150)
+    # application pings: heartbeats come about once a second, so silence this long earns a ping; and
+    # Kraken closes a connection idle for about a minute, so we say something at least every 30 s
+    ping_after_silence = 5.0
+    ping_after_send_idle = 30.0
+    ping_interval = 5.0  # at most one ping per connection this often
     reconnect_fast_attempts = 3
     reconnect_min_interval = 5.0
     connect_budget = (100, 600.0)  # (attempts, per seconds)
@@ -353,11 +355,14 @@ class KrakenAdapter(Adapter):
 
     def on_tick(self, ts: int) -> None:
         # commands only (events come from recorded inputs, so replay reproduces them)
+        silence = int(self.ping_after_silence * SECOND)
+        send_idle = int(self.ping_after_send_idle * SECOND)
+        interval = int(self.ping_interval * SECOND)
         for conn, c in self._conns.items():
             if not isinstance(c.plan, dict):
                 continue
-            idle = ts - c.last_recv >= PING_AFTER_SILENCE or ts - c.last_send >= PING_AFTER_SEND_IDLE
-            if idle and ts - c.last_ping >= PING_INTERVAL:
+            idle = ts - c.last_recv >= silence or ts - c.last_send >= send_idle
+            if idle and ts - c.last_ping >= interval:
                 c.last_ping = ts
                 self._send(conn, schemas.ping(self._next_req_id()), ts)
         for kb in self.books.values():
