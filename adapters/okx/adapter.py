@@ -117,6 +117,8 @@ def _apply_side(levels_in: list[schemas.Level], side: BookSide, frag: list[str],
         sz = lv.sz
         p = float(px)
         s = float(sz)
+        if not (p > 0.0 and s >= 0.0):  # also false for NaN
+            raise ValueError(f"bad level [{px!r}, {sz!r}]")
         i = bisect_left(prices, p)
         if s:
             if ct is not None:
@@ -161,7 +163,7 @@ class BookSync:
 
     __slots__ = (
         "conn", "channel", "depth", "state", "mode", "book", "bfrag", "afrag", "last", "bridging",
-        "buffer", "first_prev", "fetching", "failures", "resub_due", "seq_known",
+        "buffer", "first_prev", "fetching", "failures", "resub_due",
     )
 
     def __init__(self, conn: str, channel: str) -> None:
@@ -182,7 +184,6 @@ class BookSync:
         self.fetching = False
         self.failures = 0
         self.resub_due: int | None = None  # a held resubscription: when to send it
-        self.seq_known = True
 
     def clear(self) -> None:
         self.book.clear()
@@ -197,7 +198,7 @@ class BookSync:
 class SymbolState:
     __slots__ = (
         "inst", "info", "symbol", "refused", "ct_val", "size_decimals", "owner", "consumer_valid",
-        "syncs", "trade_ids", "trade_order", "resyncs", "announced",
+        "syncs", "trade_ids", "trade_order", "resyncs",
     )
 
     def __init__(self, inst: str, info: InstrumentInfo) -> None:
@@ -212,8 +213,7 @@ class SymbolState:
         self.syncs: dict[str, BookSync] = {}
         self.trade_ids: set[str] = set()
         self.trade_order: deque[str] = deque()
-        self.resyncs: deque[int] = deque()
-        self.announced = False
+        self.resyncs: deque[int] = deque()  # times of recent resyncs, for the circuit breaker
 
 
 class ConnState:

@@ -12,12 +12,15 @@ import json
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from marketfeed.adapters.okx.checksum import okx_checksum
 from marketfeed.config import Backoff, VenueConfig
 from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, Book, Event, Status, Trade
+from marketfeed.recorder import Recorder
+from marketfeed.replay import replay_events
 from marketfeed.runtime.venue import VenueRunner
 from marketfeed.simulate.okx import OkxServer
 from marketfeed.venues import make_adapter
@@ -47,7 +50,9 @@ def okx_text(x: float, ct: Decimal | None = None) -> str:
 
 
 class Live:
-    def __init__(self, server: OkxServer, symbols: tuple[str, ...] = tuple(SYMBOLS), **config: object) -> None:
+    def __init__(
+        self, server: OkxServer, symbols: tuple[str, ...] = tuple(SYMBOLS), recorder: Recorder | None = None, **config: object
+    ) -> None:
         self.server = server
         settings: dict[str, object] = {
             "ws_url": server.ws_url,
@@ -63,7 +68,7 @@ class Live:
         self.seq: dict[str, int | None] = {}
         self.checked = 0
         self.mismatches: list[str] = []
-        self.runner = VenueRunner(self.adapter, self.config, self.publish, close_timeout=0.5, fetch_timeout=2.0)
+        self.runner = VenueRunner(self.adapter, self.config, self.publish, recorder, close_timeout=0.5, fetch_timeout=2.0)
         self.task: asyncio.Task[None] | None = None
 
     def publish(self, events: list[Event]) -> None:
@@ -251,3 +256,33 @@ async def test_rest_snapshot_mode_when_no_ws_snapshot(server: OkxServer) -> None
     assert all(e.checksum is None for e in live.events if isinstance(e, Book))
     assert live.books.violations == []
     json.dumps(live.adapter.counters)  # counters stay plain data
+
+
+@pytest.mark.parametrize("ws_snapshot", [True, False])
+async def test_recorded_live_run_replays_to_the_same_events(server: OkxServer, tmp_path: Path, ws_snapshot: bool) -> None:
+    """The adapter is pure: a capture of a live run with every fault replays to exactly its events."""
+    server.ws_snapshot = ws_snapshot
+    recorder = Recorder(tmp_path, ["okx"], rotate_mb=None, rotate_minutes=None, gzip=True)
+    try:
+        async with Live(server, recorder=recorder, stale_after=0.5) as live:
+            await live.all_synced()
+            server.drop_next_update("BTC-USDT")
+            await wait_until(lambda: live.statuses(BOOK_INVALID, "BTC-USDT"), "book_invalid for BTC-USDT")
+            server.corrupt_next_checksum("ETH-USDT")
+            await wait_until(lambda: live.statuses(BOOK_INVALID, "ETH-USDT"), "book_invalid for ETH-USDT")
+            await live.all_synced()
+            server.send_notice("64008")
+            await wait_until(lambda: server.connections == 2 and len(server.open_connections()) == 1, "replaced")
+            await live.all_synced()
+            server.kill_connections()
+            await wait_until(lambda: server.connections == 3, "reconnected after a kill")
+            await live.all_synced()
+            server.stall()
+            await wait_until(lambda: server.connections == 4, "reconnected after going stale")
+            await live.all_synced()
+    finally:
+        recorder.close()
+    assert live.mismatches == [] and live.books.violations == []
+    replayed = list(replay_events(recorder.files))
+    assert len(replayed) == len(live.events)
+    assert replayed == live.events

@@ -553,3 +553,32 @@ def test_venue_closes_before_the_hand_over_finishes():
     assert [(e.symbol, e.snapshot) for e in evs if isinstance(e, Book)] == [("BTC-USDT", True)]
     assert h.consumer_checksum("BTC-USDT") == v.checksum("BTC-USDT")
     assert not h.consumer.violations
+
+
+def test_replay_without_metadata_spot_guessed_contracts_refused():
+    a = OkxAdapter("okx", None)
+    v = FakeVenue()
+    a.on_open("c1", T0, "wss://ws.okx.com:8443/ws/v5/public", None)
+    a.on_frame("c1", T0, v.snapshot("ETH-USDT", [("2000", "1")], [("2000.5", "2")], channel="books-l2-tbt"))
+    a.on_frame("c1", T0, v.snapshot("ETH-USDT-SWAP", [("2000", "1")], [("2000.5", "2")]))
+    books = [e for e in a.events if isinstance(e, Book)]
+    assert [(b.symbol, b.snapshot) for b in books] == [("ETH-USDT", True)]
+    errors = [e for e in a.events if isinstance(e, Status) and e.state == "error"]
+    assert len(errors) == 1 and "ctVal" in errors[0].reason
+    assert a.counters["checksums_verified"] == 2  # the refused book is still verified
+
+
+def test_bad_numbers_invalidate_instead_of_corrupting_the_book():
+    h = Harness()
+    _two_books(h)
+    v = h.venue
+    for level in (["nan", "1"], ["100.1", "-1"], ["-5", "1"]):
+        h.adapter.events.clear()
+        frame = json.loads(v.update("BTC-USDT", checksum=False))
+        frame["data"][0]["bids"] = [level + ["0", "1"]]
+        h.frame(dumps(frame))
+        assert [(e.state, e.symbol) for e in h.events[-1:]] == [(BOOK_INVALID, "BTC-USDT")]
+        h.frame(ack("BTC-USDT"))
+        h.frame(v.snapshot("BTC-USDT", BIDS, ASKS, seq=v.seq["BTC-USDT"] + 10))
+    assert h.adapter.counters["malformed_books"] == 3
+    assert not h.consumer.violations
