@@ -164,11 +164,11 @@ class _ChunkedOutput:
         self.stdout = out == "-"
         if self.stdout:
             sys.stdout.flush()
-            self._fh: BinaryIO = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+            self._fh: BinaryIO = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
         elif out.endswith(".gz"):
             self._fh = gzip.open(out, "wb", compresslevel=5)  # type: ignore[assignment]
         else:
-            self._fh = open(out, "wb", buffering=0)
+            self._fh = open(out, "wb")  # buffered: its write() writes all, even on a pipe
         self.buf = bytearray()
         self.events = 0
 
@@ -176,16 +176,21 @@ class _ChunkedOutput:
         self.events += len(events)
         encode_lines(events, self.buf)
         if len(self.buf) >= CHUNK:
-            self.flush()
+            self._write()
 
-    def flush(self) -> None:
+    def _write(self) -> None:
         if self.buf:
             self._fh.write(self.buf)
             self.buf.clear()
 
+    def flush(self) -> None:
+        """Everything so far out to the reader now (paced replay)."""
+        self._write()
+        self._fh.flush()
+
     def close(self) -> None:
         try:
-            self.flush()
+            self._write()
         finally:
             self._fh.close()
 
