@@ -455,10 +455,11 @@ class CoinbaseSimulator:
                 conn.subscriptions.pop(channel, None)
         else:
             current = conn.subscriptions.setdefault(channel, set())
-            new = [p for p in products if p not in current]
-            current.update(products)
             if channel == "heartbeats":
-                current.add("heartbeats")
+                current.add("heartbeats")  # not per product
+            else:
+                new = [p for p in products if p not in current]
+                current.update(products)
         acked = {ch: sorted(ps) for ch, ps in conn.subscriptions.items()}
         conn.outbox.put_nowait(("subscriptions", [{"subscriptions": acked}], False))
         if kind == "subscribe" and channel != "heartbeats":
