@@ -459,3 +459,31 @@ async def test_run_stops_in_order_when_the_reader_of_stdout_goes_away(tmp_path: 
     events = [json.loads(line)["event"] for line in log.splitlines() if line.startswith(b"{")]
     assert code == 0, log
     assert "shutting down: nobody reads stdout any more" in events and "marketfeed stopped" in events
+
+
+def test_run_exits_1_when_a_sink_cannot_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the sink wants a directory")
+    config = tmp_path / "bad-sink.toml"
+    config.write_text(
+        '[venues.binance]\nsymbols = ["BTC-USDT"]\nws_url = "ws://127.0.0.1:9"\nrest_url = "http://127.0.0.1:9"\n'
+        f'[[sinks]]\ntype = "jsonl"\npath = "{blocker}/events.jsonl"\n'
+    )
+    result = marketfeed("run", "--config", str(config), "--log-format", "json")
+    assert result.returncode == 1
+    logged = [json.loads(line) for line in stderr_lines(result) if line.startswith("{")]
+    assert any(e["event"] == "cannot start sinks" and "not-a-dir" in e["error"] for e in logged)
+    assert result.stdout == b""
+
+
+def test_check_config_summarises_sinks_and_recording(tmp_path: Path) -> None:
+    config = tmp_path / "full.toml"
+    config.write_text(
+        '[venues.binance]\nsymbols = ["BTC-USDT"]\nchannels = ["book"]\n'
+        '[[sinks]]\ntype = "jsonl"\npath = "out/e.jsonl"\n[[sinks]]\ntype = "stdout"\n[record]\ndir = "rec"\n'
+    )
+    result = marketfeed("check-config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip() == (
+        f"ok: {config}: venues: binance: BTC-USDT (book); sinks: jsonl out/e.jsonl, stdout; record: rec"
+    )
