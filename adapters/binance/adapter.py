@@ -119,7 +119,7 @@ def snapshot_weight(futures: bool, limit: int) -> int:
 class SymbolState:
     __slots__ = (
         "native", "symbol", "sync", "book", "owner", "fetching", "failures", "last_trade_id",
-        "last_agg_id", "streams",
+        "last_agg_id",
     )
 
     def __init__(self, native: str, symbol: str, futures: bool) -> None:
@@ -132,7 +132,6 @@ class SymbolState:
         self.failures = 0  # consecutive snapshot failures, for retry pacing
         self.last_trade_id = -1
         self.last_agg_id = -1
-        self.streams: set[str] = set()
 
 
 class Route:
@@ -243,10 +242,8 @@ class BinanceAdapter(Adapter):
             lower = native.lower()
             if "book" in self.config.channels:
                 book_streams.append(f"{lower}@{self.book_stream}")
-                st.streams.add(book_streams[-1])
             if "trades" in self.config.channels:
                 trade_streams.append(f"{lower}@{self.trade_stream}")
-                st.streams.add(trade_streams[-1])
         per_conn = self.config.max_streams_per_connection
         if self.futures:
             groups = [(f"{self.ws_url}/public/stream", book_streams), (f"{self.ws_url}/market/stream", trade_streams)]
@@ -320,9 +317,11 @@ class BinanceAdapter(Adapter):
         if old is None:
             return
         cs.replaces = None
-        mine = set(cs.streams)
-        for st in self.states.values():
-            if st.owner == old and st.streams & mine:
+        # the books the old connection fed move to this one (its plan names the same streams, so
+        # this works the same live and in replay, with or without a config)
+        for stream in cs.streams:
+            st = self._route(stream).state
+            if st is not None and st.owner == old:
                 st.owner = conn
                 st.sync.hand_over()
         self.commands.append(Disconnect(old, "replaced by " + conn, final=True))
@@ -358,7 +357,7 @@ class BinanceAdapter(Adapter):
         stream = env.stream
         if stream is not None and env.data:
             self._dispatch(conn, ts, self._route(stream), env.data)
-        elif env.id is not None or env.code is not None:
+        elif env.id is not None or env.code is not None or env.error is not None:
             self._on_response(conn, ts, env)
         elif env.e is not None:  # a raw /ws stream: the frame is the event
             self._on_bare_event(conn, ts, env, data)
@@ -453,6 +452,8 @@ class BinanceAdapter(Adapter):
     def _on_response(self, conn: str, ts: int, env: schemas.Envelope) -> None:
         cs = self.conns.get(conn)
         batch = cs.pending.pop(env.id, None) if cs is not None and isinstance(env.id, int) else None
+        if env.error is not None:  # the nested form of an error reply
+            env.code, env.msg = env.error.code, env.error.msg
         if env.code is not None:
             self.counters["error_response"] += 1
             log.error("request rejected", venue=self.venue, conn=conn, id=env.id, code=env.code, msg=env.msg)

@@ -14,6 +14,11 @@ import msgspec
 PriceLevels = list[tuple[float, float]]
 
 
+class RestError(msgspec.Struct):
+    code: int
+    msg: str
+
+
 class Envelope(msgspec.Struct):
     """Any text frame. Combined streams wrap the payload as ``{"stream": ..., "data": ...}``; control
     responses carry ``id`` with ``result`` or ``code``/``msg``; raw ``/ws`` streams are bare events."""
@@ -24,6 +29,7 @@ class Envelope(msgspec.Struct):
     result: Any = None
     code: int | None = None
     msg: str | None = None
+    error: RestError | None = None  # some servers nest the error: {"error":{"code":..,"msg":..},"id":..}
     e: str | None = None  # event type of a bare (raw-stream) event
     s: str | None = None  # symbol of a bare event
 
@@ -72,11 +78,6 @@ class DepthSnapshot(msgspec.Struct):
     asks: PriceLevels
     E: int | None = None
     T: int | None = None
-
-
-class RestError(msgspec.Struct):
-    code: int
-    msg: str
 
 
 class SymbolInfo(msgspec.Struct):

@@ -365,14 +365,6 @@ async def test_recorded_hand_over_replays_to_the_same_events_with_the_config(sim
     assert list(replay_events(files, Config(venues={"binance": live.config}))) == live.events
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "adapter bug (adapters/binance): in replay mode (no config) SymbolState.streams stays empty, "
-        "so _subscribed never hands the books to the replacing connection and the old one's close "
-        "invalidates them; live, _plan_connections fills streams. Remove this mark once fixed."
-    ),
-)
 async def test_recorded_hand_over_replays_to_the_same_events_without_a_config(sim: BinanceSimulator, tmp_path: Path) -> None:
     live, files = await record_a_hand_over(sim, tmp_path)
     assert list(replay_events(files)) == live.events

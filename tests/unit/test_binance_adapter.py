@@ -273,13 +273,17 @@ def test_connections_are_rotated_before_the_24_hour_limit() -> None:
     assert h.adapter.take_commands() == []  # asked once
 
 
-def test_rejected_subscription_is_an_error_status_per_symbol() -> None:
+@pytest.mark.parametrize("nested", [False, True])
+def test_rejected_subscription_is_an_error_status_per_symbol(nested: bool) -> None:
     h = Harness()
     _, (connect,) = h.start()
     _, (send,) = h.open("c1", connect)
     req = json.loads(send.data)["id"]
-    events, _ = h.call("on_frame", "c1", json.dumps({"code": 2, "msg": "Invalid request", "id": req}))
+    error = {"code": 2, "msg": "Invalid request"}
+    reply = {"error": error, "id": req} if nested else {**error, "id": req}
+    events, _ = h.call("on_frame", "c1", json.dumps(reply))
     assert [(e.symbol, e.state) for e in events] == [("BTC-USDT", "error"), ("ETH-USDT", "error")]
+    assert "code 2: Invalid request" in events[0].reason
 
 
 def test_usdm_continuity_uses_pu() -> None:
