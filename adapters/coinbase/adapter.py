@@ -120,6 +120,9 @@ class CoinbaseAdapter(Adapter):
     max_sends_per_second = 8  # unauthenticated messages per second per IP (EXCHANGES.md 4.1)
     rest_weight_per_minute = 300  # public REST about 10/s per IP; we need one request per start
     ws_heartbeat = None  # the server keeps the socket alive; the heartbeats channel is our watchdog
+    # a full level2 snapshot is one frame (112 bytes a level): 64 MiB holds ~600,000 levels, where
+    # aiohttp's 16 MiB default would close a deep product's snapshot with 1009 and loop on reconnects
+    max_frame_bytes = 64 * 1024 * 1024
 
     def __init__(self, venue: str = "coinbase", config: VenueConfig | None = None) -> None:
         super().__init__()

@@ -38,7 +38,7 @@ from marketfeed.runtime.budget import WeightBudget
 
 log = structlog.get_logger("marketfeed.runtime")
 
-MAX_MSG_SIZE = 16 * 1024 * 1024
+MAX_MSG_SIZE = 16 * 1024 * 1024  # unless the adapter says otherwise (max_frame_bytes)
 DEFAULT_REST_WEIGHT_PER_MINUTE = 1200  # a conservative share when neither config nor adapter says
 FETCH_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
@@ -125,6 +125,7 @@ class VenueRunner:
         rate = getattr(adapter, "max_sends_per_second", None)
         self.send_interval = 1.0 / rate if rate else 0.0
         self.ws_heartbeat: float | None = getattr(adapter, "ws_heartbeat", None)
+        self.max_frame_bytes: int = getattr(adapter, "max_frame_bytes", None) or MAX_MSG_SIZE
         per_minute = venue_config.snapshot_weight_per_minute if venue_config is not None else None
         if per_minute is None:
             per_minute = getattr(adapter, "rest_weight_per_minute", None) or DEFAULT_REST_WEIGHT_PER_MINUTE
@@ -381,7 +382,7 @@ class VenueRunner:
                     link.url,
                     autoping=True,  # answers the venue's pings (Binance: every 20 s, pong within 1 min)
                     heartbeat=self.ws_heartbeat,
-                    max_msg_size=MAX_MSG_SIZE,
+                    max_msg_size=self.max_frame_bytes,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.close_timeout),
                 )
         except asyncio.CancelledError:
