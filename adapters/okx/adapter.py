@@ -60,7 +60,7 @@ from marketfeed.logging import RateLimitedLog
 from marketfeed.protocol import Adapter, Connect, Disconnect, Fetch, Send
 
 from . import schemas
-from .checksum import checksum_of_fragments
+from .checksum import checksum_of_fragments, crc_of_fragments
 from .symbols import InstrumentInfo, InstrumentMap, guess
 
 log = structlog.get_logger("marketfeed.okx")
@@ -780,7 +780,7 @@ class OkxAdapter(Adapter):
             return
         checksum = d.checksum
         if checksum:
-            if checksum_of_fragments(sync.bfrag[:-26:-1], sync.afrag[:25]) != checksum:
+            if crc_of_fragments(sync.bfrag[:-26:-1], sync.afrag[:25]) != checksum & 0xFFFFFFFF:
                 self.counters["checksum_failures"] += 1
                 self._fail(sym, sync, ts, f"checksum mismatch at seqId={seq}: venue {checksum}", None)
                 return

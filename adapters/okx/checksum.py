@@ -22,24 +22,30 @@ def signed32(v: int) -> int:
 _FULL: list[str] = [""] * (2 * DEPTH)  # reused for the common case of 25 levels a side
 
 
-def checksum_of_fragments(bids: Sequence[str], asks: Sequence[str]) -> int:
-    """``bids`` best first, ``asks`` best first, at most 25 each, entries ``"px:sz"``."""
+def crc_of_fragments(bids: Sequence[str], asks: Sequence[str]) -> int:
+    """The unsigned CRC-32 of the checksum string: ``bids`` best first, ``asks`` best first, at most
+    25 each, entries ``"px:sz"``. Compare with ``venue_checksum & 0xFFFFFFFF``."""
     nb = len(bids)
     na = len(asks)
     if nb == na == DEPTH:
         parts = _FULL
         parts[0::2] = bids
         parts[1::2] = asks
-        return signed32(crc32(":".join(parts).encode()))
+        return crc32(":".join(parts).encode())
     n = nb if nb < na else na
-    parts: list[str] = [""] * (2 * n)
+    parts = [""] * (2 * n)
     parts[0::2] = bids[:n] if nb > n else bids
     parts[1::2] = asks[:n] if na > n else asks
     if nb > n:
         parts += bids[n:]
     elif na > n:
         parts += asks[n:]
-    return signed32(crc32(":".join(parts).encode()))
+    return crc32(":".join(parts).encode())
+
+
+def checksum_of_fragments(bids: Sequence[str], asks: Sequence[str]) -> int:
+    """The venue's signed form of ``crc_of_fragments``."""
+    return signed32(crc_of_fragments(bids, asks))
 
 
 def okx_checksum(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -> int:

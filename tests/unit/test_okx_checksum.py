@@ -59,3 +59,13 @@ def test_fragments_form_equals_reference_for_uneven_sides():
         frags_b = [f"{p}:{s}" for p, s in bids[:25]]
         frags_a = [f"{p}:{s}" for p, s in asks[:25]]
         assert checksum_of_fragments(frags_b, frags_a) == okx_checksum(bids, asks)
+
+
+def test_unsigned_form_matches_the_venue_value_masked():
+    from marketfeed.adapters.okx.checksum import crc_of_fragments
+
+    frags_b, frags_a = ["3366.1:7", "3366:6"], ["3366.8:9", "3368:8"]
+    assert crc_of_fragments(frags_b, frags_a) == -1881014294 & 0xFFFFFFFF
+    full_b = [f"{100 - i}:1" for i in range(25)]
+    full_a = [f"{200 + i}:2" for i in range(25)]
+    assert crc_of_fragments(full_b, full_a) == okx_checksum([f.split(":") for f in full_b], [f.split(":") for f in full_a]) & 0xFFFFFFFF
