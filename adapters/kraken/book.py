@@ -22,58 +22,12 @@ INF = float("inf")
 _crc32 = zlib.crc32
 
 
-def apply_asks(levels: dict, prices: list, updates, out: list, edge: float, plim: float, qlim: float,
-               texts: dict) -> int:
-    """Apply ask updates in order (qty 0 deletes), appending ``(price, qty)`` to ``out``. Returns bit 1
-    if a level at or better than ``edge`` (the 10th ask) was touched (its cached text is dropped), bit 2
-    if a value is too large to format exactly from its float."""
-    flags = 0
-    for lv in updates:
-        p = lv.price
-        q = lv.qty
-        if p <= edge:
-            flags |= 1
-            texts.pop(p, None)
-        if q >= qlim or p >= plim:
-            flags |= 2
-        if q:
-            if p not in levels:
-                insort(prices, p)
-            levels[p] = q
-        elif levels.pop(p, None) is not None:
-            del prices[bisect_left(prices, p)]
-        out.append((p, q))
-    return flags
-
-
-def apply_bids(levels: dict, prices: list, updates, out: list, edge: float, plim: float, qlim: float,
-               texts: dict) -> int:
-    """As ``apply_asks`` for bids: the top 10 are the highest prices, so the edge test is ``>=``."""
-    flags = 0
-    for lv in updates:
-        p = lv.price
-        q = lv.qty
-        if p >= edge:
-            flags |= 1
-            texts.pop(p, None)
-        if q >= qlim or p >= plim:
-            flags |= 2
-        if q:
-            if p not in levels:
-                insort(prices, p)
-            levels[p] = q
-        elif levels.pop(p, None) is not None:
-            del prices[bisect_left(prices, p)]
-        out.append((p, q))
-    return flags
-
-
 class LevelTexts(dict):
     """price -> checksum text of that level, for the levels of the side's current top 10 only.
 
     A missing entry is formatted on first use (``__missing__``), so joining the top 10 is a C-level
     ``map`` over the dict when nothing changed there. An entry is dropped when its level is touched
-    (``apply_*``) and entries of levels that left the top 10 are pruned (``join``), so an entry is
+    (``apply_*``) and entries of levels that left the top 10 are pruned (``prune``), so an entry is
     never stale."""
 
     __slots__ = ("levels", "pscale", "qscale", "exact")
@@ -94,13 +48,11 @@ class LevelTexts(dict):
         self[p] = text
         return text
 
-    def join(self, top: list) -> str:
-        text = "".join(map(self.__getitem__, top))
-        if len(self) > len(top):
-            keep = {p: self[p] for p in top}
-            self.clear()
-            self.update(keep)
-        return text
+    def prune(self, top: list) -> None:
+        """Keep only the entries of ``top`` (called when the side's top 10 lost a level)."""
+        keep = {p: self[p] for p in top}
+        self.clear()
+        self.update(keep)
 
 
 class KrakenBook:
@@ -176,13 +128,23 @@ class KrakenBook:
 
     def refresh_asks(self) -> None:
         prices = self.book.asks.prices
+        top = prices[:CHECKSUM_LEVELS]
         self.ask_edge = prices[CHECKSUM_LEVELS - 1] if len(prices) >= CHECKSUM_LEVELS else INF
-        self.ask_crc = _crc32(self.ask_texts.join(prices[:CHECKSUM_LEVELS]).encode())
+        texts = self.ask_texts
+        text = "".join(map(texts.__getitem__, top))
+        if len(texts) > CHECKSUM_LEVELS:
+            texts.prune(top)
+        self.ask_crc = _crc32(text.encode())
 
     def refresh_bids(self) -> None:
         prices = self.book.bids.prices
+        top = prices[-1 : -CHECKSUM_LEVELS - 1 : -1]
         self.bid_edge = prices[-CHECKSUM_LEVELS] if len(prices) >= CHECKSUM_LEVELS else -INF
-        self.bid_bytes = self.bid_texts.join(prices[-1 : -CHECKSUM_LEVELS - 1 : -1]).encode()
+        texts = self.bid_texts
+        text = "".join(map(texts.__getitem__, top))
+        if len(texts) > CHECKSUM_LEVELS:
+            texts.prune(top)
+        self.bid_bytes = text.encode()
 
     def checksum(self) -> int:
         """Kraken's CRC32 of the current top 10: the asks' CRC continued over the bids' text."""
@@ -235,34 +197,94 @@ class KrakenBook:
     def apply_update(self, bids, asks, frame: str | bytes) -> tuple[list, list]:
         """Apply one update message in order, truncate to depth, refresh what the checksum needs.
         Returns the event's (bids, asks): the levels as received, then the implicit removals as
-        ``(price, 0.0)``."""
+        ``(price, 0.0)``.
+
+        The hot path of the adapter: both sides' loops and the checksum refresh are written out here
+        rather than called (a call costs about as much as applying a level)."""
         book = self.book
-        depth = self.depth
+        depth = self.depth or 1_000_000
+        plim = self.plim
+        qlim = self.qlim
+        unsafe = dirty_a = dirty_b = False
         out_a: list = []
         out_b: list = []
-        flags = 0
         if asks:
             side = book.asks
-            fa = apply_asks(side.levels, side.prices, asks, out_a, self.ask_edge, self.plim, self.qlim, self.ask_texts)
-            if depth is not None and len(side.prices) > depth:
-                for p in side.truncate(depth):
-                    out_a.append((p, 0.0))
-            flags = fa
-        else:
-            fa = 0
+            levels = side.levels
+            prices = side.prices
+            edge = self.ask_edge
+            texts = self.ask_texts
+            for lv in asks:
+                p = lv.price
+                q = lv.qty
+                if p <= edge:  # at or better than the 10th ask: the top 10 may change
+                    dirty_a = True
+                    texts.pop(p, None)
+                if q >= qlim or p >= plim:
+                    unsafe = True
+                if q:
+                    if p not in levels:
+                        insort(prices, p)
+                    levels[p] = q
+                elif levels.pop(p, None) is not None:
+                    del prices[bisect_left(prices, p)]
+                out_a.append((p, q))
+            while len(prices) > depth:  # Kraken's implicit removal, made explicit
+                p = prices.pop()
+                del levels[p]
+                out_a.append((p, 0.0))
         if bids:
             side = book.bids
-            fb = apply_bids(side.levels, side.prices, bids, out_b, self.bid_edge, self.plim, self.qlim, self.bid_texts)
-            if depth is not None and len(side.prices) > depth:
-                for p in side.truncate(depth):
-                    out_b.append((p, 0.0))
-            flags |= fb
-        else:
-            fb = 0
-        if flags & 2:
+            levels = side.levels
+            prices = side.prices
+            edge = self.bid_edge
+            texts = self.bid_texts
+            for lv in bids:
+                p = lv.price
+                q = lv.qty
+                if p >= edge:  # at or better than the 10th bid
+                    dirty_b = True
+                    texts.pop(p, None)
+                if q >= qlim or p >= plim:
+                    unsafe = True
+                if q:
+                    if p not in levels:
+                        insort(prices, p)
+                    levels[p] = q
+                elif levels.pop(p, None) is not None:
+                    del prices[bisect_left(prices, p)]
+                out_b.append((p, q))
+            while len(prices) > depth:
+                p = prices.pop(0)
+                del levels[p]
+                out_b.append((p, 0.0))
+        if unsafe:
             self.record_exact(frame)
-        if fa & 1:
-            self.refresh_asks()
-        if fb & 1:
-            self.refresh_bids()
+        if dirty_a:
+            prices = book.asks.prices
+            top = prices[:CHECKSUM_LEVELS]
+            old_edge = self.ask_edge
+            self.ask_edge = top[-1] if len(top) == CHECKSUM_LEVELS else INF
+            texts = self.ask_texts
+            text = "".join(map(texts.__getitem__, top))
+            if len(texts) > CHECKSUM_LEVELS:
+                # usually the old 10th level, pushed out by an insert
+                if old_edge > self.ask_edge:
+                    texts.pop(old_edge, None)
+                if len(texts) > CHECKSUM_LEVELS:
+                    texts.prune(top)
+            self.ask_crc = _crc32(text.encode())
+        if dirty_b:
+            prices = book.bids.prices
+            top = prices[-1 : -CHECKSUM_LEVELS - 1 : -1]
+            old_edge = self.bid_edge
+            self.bid_edge = top[-1] if len(top) == CHECKSUM_LEVELS else -INF
+            texts = self.bid_texts
+            text = "".join(map(texts.__getitem__, top))
+            if len(texts) > CHECKSUM_LEVELS:
+                if old_edge < self.bid_edge:
+                    texts.pop(old_edge, None)
+                if len(texts) > CHECKSUM_LEVELS:
+                    texts.prune(top)
+            self.bid_bytes = text.encode()
         return out_b, out_a
