@@ -35,6 +35,8 @@ from marketfeed.adapters.okx.checksum import okx_checksum
 TS = 1_763_700_000_000_000_000
 INST = "BTC-USDT"
 DEPTH = 400
+INSTRUMENTS = json.dumps({"code": "0", "msg": "", "data": [
+    {"instType": "SPOT", "instId": INST, "baseCcy": "BTC", "quoteCcy": "USDT", "tickSz": "0.1", "lotSz": "0.00000001", "state": "live"}]})
 
 
 def px(tick: int) -> str:
@@ -110,7 +112,8 @@ def make_frames(n: int, levels_per_msg: tuple[int, ...], seed: int = 11) -> tupl
 
 def run(snap: str, frames: list[str]) -> tuple[float, float, OkxAdapter]:
     """(messages per wall-clock second, messages per CPU second, the adapter)"""
-    adapter = OkxAdapter("okx", None)
+    adapter = OkxAdapter("okx", None)  # replay mode, as a recording is replayed
+    adapter.on_rest(TS, "https://www.okx.com/api/v5/public/instruments?instType=SPOT", 200, INSTRUMENTS)
     adapter.on_open("c1", TS, "wss://ws.okx.com:8443/ws/v5/public", None)
     adapter.on_frame("c1", TS, json.dumps({"event": "subscribe", "arg": {"channel": "books", "instId": INST}}))
     adapter.on_frame("c1", TS, snap)
@@ -138,7 +141,7 @@ def run(snap: str, frames: list[str]) -> tuple[float, float, OkxAdapter]:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     for name, shape in (("tbt (1-4 levels/msg)", (1, 1, 2, 2, 3, 4)), ("books (~20 levels/msg)", (16, 18, 20, 22, 24))):
         snap, frames = make_frames(n if shape[0] < 10 else n // 4, shape)
