@@ -26,6 +26,11 @@ over at an identical ``seqId`` (no event needed) or, at the latest when the old 
 snapshot from the replacement's verified book; then the old one is closed. Trades are deduplicated by
 ``tradeId`` per instrument, so overlaps and the last trade OKX re-sends on subscribe come out once.
 
+The book channel is the config key ``book_channel``: ``books`` (400 levels, public; the default),
+``books-l2-tbt`` (400) or ``books50-l2-tbt`` (50). The tbt channels need a login at VIP5/VIP6, which
+this public-data adapter does not do: OKX then rejects the subscription and the symbol gets an
+``error`` status. The REST snapshot is fetched with ``sz`` equal to the channel's depth.
+
 Inverse (coin-margined) contracts and options are refused (their sizes cannot be given in base units);
 in replay their books are still verified (counted) but nothing is published for them.
 """
