@@ -205,7 +205,7 @@ class KrakenBook:
         depth = self.depth or 1_000_000
         plim = self.plim
         qlim = self.qlim
-        unsafe = dirty_a = dirty_b = False
+        unsafe = dirty_a = dirty_b = grew = False
         out_a: list = []
         out_b: list = []
         if asks:
@@ -225,15 +225,17 @@ class KrakenBook:
                 if q:
                     if p not in levels:
                         insort(prices, p)
+                        grew = True
                     levels[p] = q
                 elif levels.pop(p, None) is not None:
                     del prices[bisect_left(prices, p)]
                 out_a.append((p, q))
-            while len(prices) > depth:  # Kraken's implicit removal, made explicit
+            while grew and len(prices) > depth:  # Kraken's implicit removal, made explicit
                 p = prices.pop()
                 del levels[p]
                 out_a.append((p, 0.0))
         if bids:
+            grew = False
             side = book.bids
             levels = side.levels
             prices = side.prices
@@ -250,11 +252,12 @@ class KrakenBook:
                 if q:
                     if p not in levels:
                         insort(prices, p)
+                        grew = True
                     levels[p] = q
                 elif levels.pop(p, None) is not None:
                     del prices[bisect_left(prices, p)]
                 out_b.append((p, q))
-            while len(prices) > depth:
+            while grew and len(prices) > depth:
                 p = prices.pop(0)
                 del levels[p]
                 out_b.append((p, 0.0))

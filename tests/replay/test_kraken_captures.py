@@ -86,7 +86,7 @@ def test_v1_book_every_checksum_recomputed_from_the_consumer_book():
 def test_v1_book_truncation_is_explicit_in_the_events():
     path = shared_capture(BOOK)
     deletions_beyond_wire = 0
-    wire_prices: dict[tuple[int, int], set[float]] = {}
+    wire_prices: dict[int, set[float]] = {}
     _, records = read_capture(path)
     n = 0
     for rec in records:

@@ -20,7 +20,7 @@ from marketfeed.adapters.kraken.adapter import (
 )
 from marketfeed.adapters.kraken.checksum import checksum_of_book
 from marketfeed.config import ConfigError, VenueConfig
-from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, SUBSCRIBED, Book, Status, Trade
+from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, SUBSCRIBED, Book, Status
 from marketfeed.protocol import Connect, Fetch, Send
 from marketfeed.simulate.kraken import DEFAULT_PAIRS, asset_pairs_body, book_frames, number_text
 from tests.helpers import ConsumerBooks
