@@ -551,8 +551,9 @@ class KrakenAdapter(Adapter):
         else:
             self.counters["subscribe_errors"] += 1
             kb = self.books.get(native) if native else None
-            if kb is not None and not kb.live and (channel in (None, "book")):
-                kb.rejected = True
+            already = "already" in (m.error or "").lower()  # a duplicate subscribe: the feed still flows
+            if kb is not None and not kb.live and channel in (None, "book") and not already:
+                kb.rejected = True  # refused: retrying on a timer would only be refused again
                 kb.awaiting_since = None
             self._status(ts, ERROR, symbol, f"subscription rejected ({channel or 'unknown channel'}): {m.error}")
 

@@ -257,6 +257,19 @@ def test_rejected_subscription_is_an_error_and_not_retried():
     assert [s for s in sends(a) if s["method"] != "ping"] == []
 
 
+def test_already_subscribed_is_reported_but_the_snapshot_timer_keeps_running():
+    live = LiveKraken(depth=10, symbols=("BTC-USD",))
+    a = live.adapter
+    _, _, frames = live.frames[BTC.v2]
+    live.feed(with_checksum(frames[0], 7))  # a mismatch: resubscribe
+    sends(a)
+    [error] = live.feed(json.dumps({"method": "subscribe", "error": "Already subscribed", "success": False,
+                                    "symbol": "BTC/USD"}))
+    assert error.state == ERROR and error.symbol == "BTC-USD"
+    a.on_tick(live.tick(SNAPSHOT_TIMEOUT / SECOND + 1))
+    assert [s["method"] for s in sends(a) if s["method"] != "ping"] == ["unsubscribe", "subscribe"]
+
+
 def test_ping_when_idle_and_pong_counted():
     live = LiveKraken(depth=10)
     a = live.adapter
