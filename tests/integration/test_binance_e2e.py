@@ -8,35 +8,19 @@ on how long something took. Intervals are short (diffs every 20 ms, pings every 
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from marketfeed.capture import Rest, read_capture
-from marketfeed.config import Backoff, Config, VenueConfig
-from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, Book, Event, Status, Trade
+from marketfeed.config import Config
+from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, Book, Status, Trade
 from marketfeed.recorder import Recorder
 from marketfeed.replay import replay_events
-from marketfeed.runtime.venue import VenueRunner
 from marketfeed.simulate.binance import SPOT, USDM, BinanceSimulator, SymbolSpec
-from marketfeed.venues import make_adapter
-from tests.helpers import ConsumerBooks
+from tests.integration.live import LiveVenue, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-DEADLINE = 10.0
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for: {what}")
-        await asyncio.sleep(0.01)
-
 
 @pytest.fixture
 async def sim():
@@ -46,8 +30,8 @@ async def sim():
     await server.stop()
 
 
-class Live:
-    """A VenueRunner with the real adapter, publishing into a list and a consumer-side book."""
+class Live(LiveVenue):
+    """The Binance venue live against the loopback server."""
 
     def __init__(
         self,
@@ -58,53 +42,9 @@ class Live:
         fetch_timeout: float = 2.0,
         **config: object,
     ) -> None:
+        super().__init__(venue, symbols, sim.ws_url, sim.rest_url, recorder, fetch_timeout, **config)
         self.sim = sim
-        self.venue = venue
         self.market = SPOT if venue == "binance" else USDM
-        settings: dict[str, object] = {
-            "ws_url": sim.ws_url,
-            "rest_url": sim.rest_url,
-            "stale_after": 1.0,
-            "backoff": Backoff(base=0.05, cap=0.2, reset_after=5.0),
-        }
-        settings.update(config)
-        self.config = VenueConfig(symbols=list(symbols), **settings)  # type: ignore[arg-type]
-        self.adapter = make_adapter(venue, self.config)
-        self.events: list[Event] = []
-        self.books = ConsumerBooks()
-        self.seq: dict[str, int | None] = {}
-        self.runner = VenueRunner(self.adapter, self.config, self.publish, recorder, close_timeout=0.5, fetch_timeout=fetch_timeout)
-        self.task: asyncio.Task[None] | None = None
-
-    def publish(self, events: list[Event]) -> None:
-        for event in events:
-            self.events.append(event)
-            self.books.apply(event)
-            if isinstance(event, Book):
-                self.seq[event.symbol] = event.seq
-
-    async def __aenter__(self) -> Live:
-        self.task = asyncio.get_running_loop().create_task(self.runner.run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.stop()
-        assert self.task is not None
-        await self.task
-        # nothing in the runtime or the adapter raised along the way
-        assert self.runner.counters["runtime_errors"] == 0
-        assert self.runner.counters["adapter_errors"] == 0
-
-    # -- views of the event stream ---------------------------------------------------------------
-
-    def statuses(self, state: str, symbol: str | None = ..., since: int = 0) -> list[Status]:  # type: ignore[assignment]
-        return [
-            e for e in self.events[since:]
-            if isinstance(e, Status) and e.state == state and (symbol is ... or e.symbol == symbol)
-        ]
-
-    def valid(self, symbol: str) -> bool:
-        return bool(self.books.valid.get((self.venue, symbol)))
 
     async def synced_to_truth(self, symbol: str, native: str) -> None:
         """Freeze the server's book, wait until the consumer's book reaches its update id, and compare

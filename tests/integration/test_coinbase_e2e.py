@@ -8,36 +8,21 @@ after 1 s, backoff 50-200 ms) so the file runs in seconds.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from marketfeed.config import Backoff, VenueConfig
-from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, SUBSCRIBED, Book, Event, Status, Trade
+from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, SUBSCRIBED, Book, Status, Trade
 from marketfeed.recorder import Recorder
 from marketfeed.replay import replay_events
-from marketfeed.runtime.venue import VenueRunner
 from marketfeed.simulate.coinbase import CoinbaseSimulator
-from marketfeed.venues import make_adapter
-from tests.helpers import ConsumerBooks
+from tests.integration.live import DEADLINE, LiveVenue, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-DEADLINE = 10.0
 SYMBOLS = ("BTC-USD", "ETH-USD")
-
-
-async def wait_until(condition: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for: {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -48,46 +33,12 @@ async def sim():
     await server.stop()
 
 
-class Live:
-    """A VenueRunner with the real adapter, publishing into a list and a consumer-side book."""
+class Live(LiveVenue):
+    """The Coinbase venue live against the loopback server."""
 
     def __init__(self, sim: CoinbaseSimulator, recorder: Recorder | None = None, **config: object) -> None:
+        super().__init__("coinbase", SYMBOLS, sim.ws_url, sim.rest_url, recorder, tick_interval=0.1, **config)
         self.sim = sim
-        settings: dict[str, object] = {
-            "ws_url": sim.ws_url,
-            "rest_url": sim.rest_url,
-            "stale_after": 1.0,
-            "backoff": Backoff(base=0.05, cap=0.2, reset_after=5.0),
-        }
-        settings.update(config)
-        self.config = VenueConfig(symbols=list(SYMBOLS), **settings)  # type: ignore[arg-type]
-        self.adapter = make_adapter("coinbase", self.config)
-        self.events: list[Event] = []
-        self.books = ConsumerBooks()
-        self.runner = VenueRunner(self.adapter, self.config, self.publish, recorder, close_timeout=0.5,
-                                  fetch_timeout=2.0, tick_interval=0.1)
-        self.task: asyncio.Task[None] | None = None
-
-    def publish(self, events: list[Event]) -> None:
-        for event in events:
-            self.events.append(event)
-            self.books.apply(event)
-
-    async def __aenter__(self) -> Live:
-        self.task = asyncio.get_running_loop().create_task(self.runner.run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.stop()
-        assert self.task is not None
-        await self.task
-
-    def statuses(self, state: str, symbol: str | None = ..., since: int = 0) -> list[Status]:  # type: ignore[assignment]
-        return [e for e in self.events[since:]
-                if isinstance(e, Status) and e.state == state and (symbol is ... or e.symbol == symbol)]
-
-    def valid(self, symbol: str) -> bool:
-        return bool(self.books.valid.get(("coinbase", symbol)))
 
     def matches_truth(self, symbol: str) -> bool:
         book = self.books.books.get(("coinbase", symbol))

@@ -7,38 +7,23 @@ server pushes every 20 ms; stale after 1 s (0.5 s in the silent-socket test); ba
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from marketfeed.adapters.okx.checksum import okx_checksum
-from marketfeed.config import Backoff, VenueConfig
-from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, Book, Event, Status, Trade
+from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, Book, Trade
 from marketfeed.recorder import Recorder
 from marketfeed.replay import replay_events
-from marketfeed.runtime.venue import VenueRunner
 from marketfeed.simulate.okx import OkxServer
-from marketfeed.venues import make_adapter
-from tests.helpers import ConsumerBooks
+from tests.integration.live import LiveVenue, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-DEADLINE = 10.0
 SYMBOLS = {"BTC-USDT": "BTC-USDT", "ETH-USDT": "ETH-USDT", "BTC-USDT-PERP": "BTC-USDT-SWAP"}
 CT_VAL = {"BTC-USDT-PERP": Decimal("0.01")}
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for: {what}")
-        await asyncio.sleep(0.01)
 
 
 def okx_text(x: float, ct: Decimal | None = None) -> str:
@@ -49,58 +34,26 @@ def okx_text(x: float, ct: Decimal | None = None) -> str:
     return s.rstrip("0").rstrip(".") if "." in s else s
 
 
-class Live:
+class Live(LiveVenue):
+    """The OKX venue live against the loopback server; every checksummed book event is checked again
+    on the consumer's book, in OKX's text form."""
+
     def __init__(
         self, server: OkxServer, symbols: tuple[str, ...] = tuple(SYMBOLS), recorder: Recorder | None = None, **config: object
     ) -> None:
+        super().__init__("okx", symbols, server.ws_url, server.rest_url, recorder, **config)
         self.server = server
-        settings: dict[str, object] = {
-            "ws_url": server.ws_url,
-            "rest_url": server.rest_url,
-            "stale_after": 1.0,
-            "backoff": Backoff(base=0.05, cap=0.2, reset_after=5.0),
-        }
-        settings.update(config)
-        self.config = VenueConfig(symbols=list(symbols), **settings)  # type: ignore[arg-type]
-        self.adapter = make_adapter("okx", self.config)
-        self.events: list[Event] = []
-        self.books = ConsumerBooks()
-        self.seq: dict[str, int | None] = {}
         self.checked = 0
         self.mismatches: list[str] = []
-        self.runner = VenueRunner(self.adapter, self.config, self.publish, recorder, close_timeout=0.5, fetch_timeout=2.0)
-        self.task: asyncio.Task[None] | None = None
 
-    def publish(self, events: list[Event]) -> None:
-        for event in events:
-            self.events.append(event)
-            book = self.books.apply(event)
-            if isinstance(event, Book):
-                self.seq[event.symbol] = event.seq
-                if event.checksum is not None and book is not None:
-                    # the venue's checksum, recomputed from the consumer's book in OKX's text form
-                    ct = CT_VAL.get(event.symbol)
-                    bids = [(okx_text(p), okx_text(s, ct)) for p, s in book.bids.top(25)]
-                    asks = [(okx_text(p), okx_text(s, ct)) for p, s in book.asks.top(25)]
-                    self.checked += 1
-                    if okx_checksum(bids, asks) != event.checksum:
-                        self.mismatches.append(f"{event.symbol} seq={event.seq}")
-
-    async def __aenter__(self) -> Live:
-        self.task = asyncio.get_running_loop().create_task(self.runner.run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.stop()
-        assert self.task is not None
-        await self.task
-
-    def statuses(self, state: str, symbol: str | None = ..., since: int = 0) -> list[Status]:  # type: ignore[assignment]
-        return [e for e in self.events[since:]
-                if isinstance(e, Status) and e.state == state and (symbol is ... or e.symbol == symbol)]
-
-    def valid(self, symbol: str) -> bool:
-        return bool(self.books.valid.get(("okx", symbol)))
+    def on_book(self, event: Book, book: object) -> None:
+        if event.checksum is not None and book is not None:
+            ct = CT_VAL.get(event.symbol)
+            bids = [(okx_text(p), okx_text(s, ct)) for p, s in book.bids.top(25)]
+            asks = [(okx_text(p), okx_text(s, ct)) for p, s in book.asks.top(25)]
+            self.checked += 1
+            if okx_checksum(bids, asks) != event.checksum:
+                self.mismatches.append(f"{event.symbol} seq={event.seq}")
 
     async def synced_to_truth(self, symbol: str) -> None:
         """Freeze the market, wait until the consumer's book reaches the true seqId, compare every level."""
