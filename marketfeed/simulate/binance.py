@@ -20,6 +20,9 @@ stream continues from it. ``true_book`` exposes it for tests.
 Every depth stream of a symbol (``@depth``, ``@depth@100ms``, ...) carries the diffs of the server's one
 ``interval``: the stream speed in the name is not simulated.
 
+``<symbol>@bookTicker`` goes out after each diff that changes the best bid or ask (price or size), with
+the diff's final update id ``u``: the venue's own oracle for a consumer's book.
+
 Fault hooks for tests: ``drop_next_diff``, ``duplicate_next_diff``, ``stall``, ``kill_connections``,
 ``server_shutdown``, ``fail_depth`` (429 with Retry-After, 418, 5xx), ``slow_depth``, ``pause``; and
 counters: ``connections`` (every WebSocket accepted) and ``rest_log`` (every REST request with its
@@ -116,6 +119,9 @@ class TrueBook:
             self.bids[mid - 1 - i - (i // 7)] = self._qty()
             self.asks[mid + 1 + i + (i // 7)] = self._qty()
         self.update_id = first_update_id
+        # the best levels the last bookTicker showed (none yet: the book's initial top), so a ticker
+        # goes out only when a diff changes them, as the venue's does
+        self.ticker_top = self.top()
         self.trade_id = rng.randint(1_000_000, 5_000_000)
         self.agg_id = rng.randint(100_000, 900_000)
 
@@ -128,6 +134,11 @@ class TrueBook:
 
     def best_ask(self) -> int:
         return min(self.asks)
+
+    def top(self) -> tuple[int, int, int, int]:
+        """(best bid, its lots, best ask, its lots)."""
+        bb, ba = self.best_bid(), self.best_ask()
+        return bb, self.bids[bb], ba, self.asks[ba]
 
     def evolve(self) -> tuple[int, int, int, dict[int, int], dict[int, int]]:
         """Advance the book by one diff: returns (pu, U, u, bid changes, ask changes), quantity 0 for
@@ -382,13 +393,22 @@ class BinanceSimulator:
     # -- fault hooks --------------------------------------------------------------------------------
 
     def pause(self, market: str | None = None) -> None:
-        """Freeze the books (no diffs, no trades): a still moment to compare a consumer with the truth."""
+        """Freeze the books (no diffs, no trades): a still moment to compare a consumer with the truth.
+        ``step`` still advances them by hand."""
         for m in self._markets(market):
             m.paused = True
 
     def resume(self, market: str | None = None) -> None:
         for m in self._markets(market):
             m.paused = False
+
+    async def step(self, market: str | None = None) -> None:
+        """Advance every symbol of ``market`` (or of both) by one diff now and send its frames. With the
+        market paused this drives the server diff by diff: the same seed then gives the same frames
+        (times aside), which is what the fixture generator and exact tests need."""
+        for m in self._markets(market):
+            for symbol in m.books:
+                await self._step(m, symbol)
 
     def drop_next_diff(self, symbol: str, market: str = SPOT, count: int = 1) -> None:
         """The next ``count`` diffs of ``symbol`` are applied to the true book but sent to nobody: a gap."""
@@ -500,17 +520,12 @@ class BinanceSimulator:
             if m.duplicate.get(symbol):
                 m.duplicate[symbol] -= 1
                 frames.append(("depth", payload))
-        # the best bid/offer after this diff, the oracle a consumer may check its book against
-        bb, ba = book.best_bid(), book.best_ask()
-        ticker: dict[str, Any] = {}
-        if m.kind == USDM:
-            ticker["e"] = "bookTicker"
-        fp, fq = book.price_fmt.format, book.qty_fmt.format
-        ticker.update({"u": last, "s": symbol, "b": fp(bb), "B": fq(book.bids[bb]), "a": fp(ba), "A": fq(book.asks[ba])})
-        if m.kind == USDM:
-            ticker["T"] = now_ms - 1
-            ticker["E"] = now_ms
-        frames.append(("bookTicker", _dumps(ticker)))
+        # the best bid/offer after a diff that changed it (price or size), with the diff's final update
+        # id: the oracle a consumer may check its book against (also when the diff itself was dropped)
+        top = book.top()
+        if top != book.ticker_top:
+            book.ticker_top = top
+            frames.append(("bookTicker", self._book_ticker(m, book, last, now_ms)))
         if self.rng.random() < self.trade_probability:
             frames.extend(self._trades(m, book, now_ms))
         for conn in list(m.conns):
@@ -521,6 +536,18 @@ class BinanceSimulator:
                     await self._send(conn, f'{{"stream":"{stream}","data":{payload}}}' if conn.combined else payload)
                     if kind == "depth":
                         self.diffs_sent += 1
+
+    def _book_ticker(self, m: _Market, book: TrueBook, u: int, now_ms: int) -> str:
+        """``<symbol>@bookTicker`` as EXCHANGES.md 1.4 (spot: no event type, no times) and 2.4 (USD-M:
+        ``e``, then ``T`` and ``E`` after the levels, in the venue's key order)."""
+        bb, bq, ba, aq = book.top()
+        fp, fq = book.price_fmt.format, book.qty_fmt.format
+        ticker: dict[str, Any] = {"e": "bookTicker"} if m.kind == USDM else {}
+        ticker.update({"u": u, "s": book.spec.symbol, "b": fp(bb), "B": fq(bq), "a": fp(ba), "A": fq(aq)})
+        if m.kind == USDM:
+            ticker["T"] = now_ms - 1
+            ticker["E"] = now_ms
+        return _dumps(ticker)
 
     def _streams_for(self, conn: SimConnection, lower: str, kind: str) -> list[str]:
         subs = conn.subscriptions
