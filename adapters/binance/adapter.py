@@ -161,6 +161,7 @@ class ConnState:
 
 class BinanceAdapter(Adapter):
     default_stale_after = 60.0  # quiet symbols can be silent for a while; pings are not data
+    connect_budget = (250, 300.0)  # Binance allows 300 attempts per 5 min per IP: leave headroom
     ws_heartbeat = None  # Binance pings us; our own pings would count against 5 msgs/s
 
     def __init__(self, venue: str, config: VenueConfig | None = None) -> None:

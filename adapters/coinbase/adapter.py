@@ -117,6 +117,7 @@ class _Conn:
 
 class CoinbaseAdapter(Adapter):
     default_stale_after = 5.0  # any frame at all: heartbeats alone arrive every second
+    connect_budget = (100, 1.0)  # Coinbase allows 750 per second per IP; we never need that many
     max_sends_per_second = 8  # unauthenticated messages per second per IP (EXCHANGES.md 4.1)
     rest_weight_per_minute = 300  # public REST about 10/s per IP; we need one request per start
     ws_heartbeat = None  # the server keeps the socket alive; the heartbeats channel is our watchdog

@@ -245,6 +245,7 @@ class ConnState:
 
 class OkxAdapter(Adapter):
     default_stale_after = 35.0  # ping after 25 s idle + 10 s for the pong
+    connect_budget = (3, 1.0)  # OKX: at most 3 connection attempts per second per IP
     max_sends_per_second = 5
     rest_weight_per_minute = 600  # of OKX's 40 requests / 2 s per IP for market/books
     ws_heartbeat = None  # the keep-alive is OKX's text ping, sent from on_tick

@@ -126,6 +126,13 @@ class VenueRunner:
         self.send_interval = 1.0 / rate if rate else 0.0
         self.ws_heartbeat: float | None = getattr(adapter, "ws_heartbeat", None)
         self.max_frame_bytes: int = getattr(adapter, "max_frame_bytes", None) or MAX_MSG_SIZE
+        # the venue's connect-rate rules (EXCHANGES.md 8): a floor on the delay once the first fast
+        # retries are spent, and at most N connection attempts in any window of W seconds, shared by
+        # every connection of the venue
+        self.fast_attempts: int | None = getattr(adapter, "reconnect_fast_attempts", None)
+        self.min_reconnect_interval: float = getattr(adapter, "reconnect_min_interval", 0.0) or 0.0
+        self.connect_budget: tuple[int, float] | None = getattr(adapter, "connect_budget", None)
+        self._attempts: deque[float] = deque()
         per_minute = venue_config.snapshot_weight_per_minute if venue_config is not None else None
         if per_minute is None:
             per_minute = getattr(adapter, "rest_weight_per_minute", None) or DEFAULT_REST_WEIGHT_PER_MINUTE
@@ -361,6 +368,8 @@ class VenueRunner:
                 if self._stopping or link.final:
                     break
                 delay = link.backoff.next_delay(healthy_for)
+                if self.fast_attempts is not None and link.backoff.attempt > self.fast_attempts:
+                    delay = max(delay, self.min_reconnect_interval)
                 link.reconnects += 1
                 self.reconnects += 1
                 log.info("reconnect scheduled", conn=conn, delay=round(delay, 3), attempt=link.backoff.attempt, url=link.url)
@@ -376,6 +385,7 @@ class VenueRunner:
         link.end = None
         session = self._session
         assert session is not None
+        await self._connect_slot()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 ws = await session.ws_connect(
@@ -420,6 +430,24 @@ class VenueRunner:
             code, reason = None, f"error: {type(exc).__name__}: {exc}"
         self._closed(link, conn, ws, code, reason)
         return link.last_frame - link.opened_at
+
+    async def _connect_slot(self) -> None:
+        """Wait until one more connection attempt fits the venue's budget, then count it."""
+        if self.connect_budget is None:
+            return
+        limit, window = self.connect_budget
+        attempts = self._attempts
+        while True:
+            now = time.monotonic()
+            while attempts and attempts[0] <= now - window:
+                attempts.popleft()
+            if len(attempts) < limit:
+                attempts.append(now)
+                return
+            wait = attempts[0] + window - now
+            self.counters["connect_budget_waits"] += 1
+            log.warning("connection attempts at the venue's limit: waiting", limit=limit, window=window, wait=round(wait, 3))
+            await asyncio.sleep(wait)
 
     async def _receive_loop(self, link: _Link, conn: str, ws: aiohttp.ClientWebSocketResponse) -> tuple[int | None, str]:
         receive = ws.receive

@@ -185,6 +185,51 @@ async def test_failed_connects_are_retried_with_backoff() -> None:
         await runner_.cleanup()
 
 
+async def refusing_server(times: list[float]) -> web.AppRunner:
+    """An HTTP server that refuses every WebSocket upgrade (503), noting when each attempt came."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        times.append(time.monotonic())
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner_ = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner_.setup()
+    await web.TCPSite(runner_, "127.0.0.1", 0).start()
+    return runner_
+
+
+async def test_connection_attempts_stay_within_the_venues_connect_budget() -> None:
+    times: list[float] = []
+    server = await refusing_server(times)
+    try:
+        adapter = Scripted(f"ws://127.0.0.1:{server.addresses[0][1]}/ws")
+        adapter.connect_budget = (3, 0.5)  # at most 3 attempts in any 0.5 s, whatever the backoff says
+        async with Running(adapter) as runner:
+            await wait_until(lambda: len(times) >= 8, "eight refused attempts")
+        assert runner.counters["connect_budget_waits"] > 0
+        # the server saw no four attempts within one window (a little slack for scheduling)
+        assert all(times[i + 3] - times[i] >= 0.45 for i in range(len(times) - 3)), times
+    finally:
+        await server.cleanup()
+
+
+async def test_after_the_fast_retries_reconnects_wait_the_venues_minimum() -> None:
+    times: list[float] = []
+    server = await refusing_server(times)
+    try:
+        adapter = Scripted(f"ws://127.0.0.1:{server.addresses[0][1]}/ws")
+        adapter.reconnect_fast_attempts = 2
+        adapter.reconnect_min_interval = 0.3
+        async with Running(adapter):
+            await wait_until(lambda: len(times) >= 6, "six refused attempts")
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert all(g >= 0.28 for g in gaps[2:]), gaps  # the first two retries follow the backoff alone
+    finally:
+        await server.cleanup()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
