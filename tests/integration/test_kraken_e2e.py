@@ -7,36 +7,21 @@ messages every 20 ms, heartbeats every 0.2 s, stale after 1 s, backoff 50-200 ms
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from marketfeed.adapters.kraken.checksum import checksum_of_book
-from marketfeed.config import Backoff, VenueConfig
-from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, SUBSCRIBED, Book, Event, Status, Trade
+from marketfeed.events import BOOK_INVALID, CONNECTED, DISCONNECTED, ERROR, STALE, SUBSCRIBED, Book, Trade
 from marketfeed.recorder import Recorder
 from marketfeed.replay import replay_events
-from marketfeed.runtime.venue import VenueRunner
 from marketfeed.simulate.kraken import KrakenSimulator
-from marketfeed.venues import make_adapter
-from tests.helpers import ConsumerBooks
+from tests.integration.live import LiveVenue, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-DEADLINE = 10.0
 NATIVE = {"BTC-USD": "BTC/USD", "ETH-USD": "ETH/USD", "DOGE-USD": "DOGE/USD"}
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for: {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -47,20 +32,15 @@ async def sim():
     await server.stop()
 
 
-class Live:
+class Live(LiveVenue):
+    """The Kraken venue live against the loopback server; every book event's checksum is recomputed
+    from the consumer's book, and the frames handed to the adapter are counted per connection."""
+
     def __init__(self, sim: KrakenSimulator, symbols=("BTC-USD", "ETH-USD"), depth: int = 25,
                  recorder: Recorder | None = None, **config: object) -> None:
+        super().__init__("kraken", symbols, sim.ws_url, sim.rest_url, recorder, depth=depth, **config)
         self.sim = sim
         self.depth = depth
-        settings: dict[str, object] = {
-            "ws_url": sim.ws_url, "rest_url": sim.rest_url, "stale_after": 1.0, "depth": depth,
-            "backoff": Backoff(base=0.05, cap=0.2, reset_after=5.0),
-        }
-        settings.update(config)
-        self.config = VenueConfig(symbols=list(symbols), **settings)  # type: ignore[arg-type]
-        self.adapter = make_adapter("kraken", self.config)
-        self.events: list[Event] = []
-        self.books = ConsumerBooks()
         self.last_checksum: dict[str, int | None] = {}
         self.checksum_errors: list[str] = []
         self.frames: dict[str, int] = {}  # frames handed to the adapter, per connection
@@ -71,35 +51,13 @@ class Live:
             on_frame(conn, ts, data)
 
         self.adapter.on_frame = counting_on_frame  # type: ignore[method-assign]
-        self.runner = VenueRunner(self.adapter, self.config, self.publish, recorder, close_timeout=0.5, fetch_timeout=2.0)
-        self.task: asyncio.Task[None] | None = None
 
-    def publish(self, events: list[Event]) -> None:
-        for event in events:
-            self.events.append(event)
-            book = self.books.apply(event)
-            if isinstance(event, Book):
-                self.last_checksum[event.symbol] = event.checksum
-                spec = self.sim.specs[NATIVE[event.symbol]]
-                # the consumer's own book gives the checksum the venue sent, on every message
-                if book is not None and checksum_of_book(book, spec.price_precision, spec.qty_precision) != event.checksum:
-                    self.checksum_errors.append(f"{event.symbol} {event.checksum}")
-
-    async def __aenter__(self) -> Live:
-        self.task = asyncio.get_running_loop().create_task(self.runner.run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.stop()
-        assert self.task is not None
-        await self.task
-
-    def statuses(self, state: str, symbol: str | None = ..., since: int = 0) -> list[Status]:  # type: ignore[assignment]
-        return [e for e in self.events[since:]
-                if isinstance(e, Status) and e.state == state and (symbol is ... or e.symbol == symbol)]
-
-    def valid(self, symbol: str) -> bool:
-        return bool(self.books.valid.get(("kraken", symbol)))
+    def on_book(self, event: Book, book: object) -> None:
+        self.last_checksum[event.symbol] = event.checksum
+        spec = self.sim.specs[NATIVE[event.symbol]]
+        # the consumer's own book gives the checksum the venue sent, on every message
+        if book is not None and checksum_of_book(book, spec.price_precision, spec.qty_precision) != event.checksum:
+            self.checksum_errors.append(f"{event.symbol} {event.checksum}")
 
     def all_frames_read(self) -> bool:
         """Every frame the server sent on its open connection has been handed to the adapter."""

@@ -21,16 +21,9 @@ from marketfeed.protocol import Adapter, Connect, Disconnect, Fetch, Send
 from marketfeed.recorder import Recorder
 from marketfeed.runtime.venue import VenueRunner
 from marketfeed.simulate.binance import BinanceSimulator
+from tests.integration.live import wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for: {what}")
-        await asyncio.sleep(0.01)
 
 
 class Scripted(Adapter):
