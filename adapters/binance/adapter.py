@@ -239,8 +239,8 @@ class BinanceAdapter(Adapter):
             status = self.symbols.status.get(native, "TRADING")
             if status != "TRADING":
                 self.events.append(Status(self.venue, name, ts, ERROR, f"{native} status is {status}"))
-            st = self._state(native.lower(), native, name)
             lower = native.lower()
+            self._state(lower, native, name)
             if "book" in self.config.channels:
                 book_streams.append(f"{lower}@{self.book_stream}")
             if "trades" in self.config.channels:
