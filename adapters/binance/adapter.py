@@ -47,7 +47,6 @@ from .sync import (
     IGNORED,
     LIVE,
     STALE as STALE_DIFF,
-    SYNCED,
     TOO_OLD,
     DepthSync,
 )

@@ -1,23 +1,16 @@
-"""Replays of the real Binance captures, checked against the venue's own truth.
-
-Truth 1: ``bookTicker`` carries the order-book update id ``u``. After each of our book events whose
-``seq`` equals a bookTicker's ``u``, the book a consumer rebuilt from our events alone must show that
-bookTicker's best bid/ask price and size.
-Truth 2: every ``trade``/``aggTrade`` frame in the capture comes out exactly once, with the taker side
-from ``m`` (buyer is maker -> the taker sold).
-"""
+"""Replays of the real Binance captures in ../shared/captures, checked against the venue's own truth
+(``bookTicker`` at each update id, every trade once with its side: see ``tests/replay/binance_truth.py``).
+They skip where ../shared is absent; ``test_binance_fixtures.py`` checks the same on the project's own
+captures in fixtures/, always."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from marketfeed.capture import Recv, read_capture
-from marketfeed.events import Book, Status, Trade
+from marketfeed.events import Book, Status
 from marketfeed.replay import Replayer
-from tests.helpers import ConsumerBooks, shared_capture
+from tests.helpers import shared_capture
+from tests.replay.binance_truth import replay_against_truth
 
 CAPTURES = [
     # (path, minimum bookTicker matches we must be able to check)
@@ -28,58 +21,17 @@ CAPTURES = [
 ]
 
 
-def venue_truth(path: Path) -> tuple[dict, dict]:
-    """bookTickers by (native symbol, u) and trades by (native symbol, id) -> taker side, read
-    straight from the capture with the standard json module (independent of our decoders)."""
-    tickers: dict[tuple[str, int], tuple[float, float, float, float]] = {}
-    trades: dict[tuple[str, str], str] = {}
-    _, records = read_capture(path)
-    for rec in records:
-        if type(rec) is not Recv:
-            continue
-        msg = json.loads(rec.data)
-        stream, data = msg.get("stream", ""), msg.get("data", {})
-        if stream.endswith("@bookTicker"):
-            tickers[(data["s"], data["u"])] = (float(data["b"]), float(data["B"]), float(data["a"]), float(data["A"]))
-        elif stream.endswith("@trade") or stream.endswith("@aggTrade"):
-            tid = str(data["t"] if data["e"] == "trade" else data["a"])
-            trades[(data["s"], tid)] = "sell" if data["m"] else "buy"
-    return tickers, trades
-
-
 @pytest.mark.parametrize("relative,min_checks", CAPTURES, ids=[c[0] for c in CAPTURES])
 def test_books_match_book_ticker_and_trades_come_out_once(relative: str, min_checks: int) -> None:
-    path = shared_capture(relative)
-    tickers, trades = venue_truth(path)
-    events: list = []
-    replayer = Replayer()
-    replayer.run(path, events.extend)
-    (adapter,) = replayer.adapters.values()
-    native = {st.symbol: st.native for st in adapter.states.values()}
-
-    consumer = ConsumerBooks()
-    checks = mismatches = 0
-    seen_trades: dict[tuple[str, str], str] = {}
-    for event in events:
-        book = consumer.apply(event)
-        if isinstance(event, Book) and book is not None:
-            truth = tickers.get((native[event.symbol], event.seq))
-            if truth is not None:
-                checks += 1
-                bid, ask = book.best_bid(), book.best_ask()
-                if (bid[0], bid[1], ask[0], ask[1]) != truth:
-                    mismatches += 1
-        elif isinstance(event, Trade):
-            key = (native[event.symbol], event.trade_id)
-            assert key not in seen_trades, f"trade {key} emitted twice"
-            seen_trades[key] = event.side
-    assert consumer.violations == []
-    assert mismatches == 0
-    assert checks >= min_checks, f"only {checks} bookTicker checks: the oracle did not line up"
-    assert seen_trades == trades
+    result = replay_against_truth(shared_capture(relative))
+    assert result.consumer.violations == []
+    assert result.mismatches == []
+    assert result.checks >= min_checks, f"only {result.checks} bookTicker checks: the oracle did not line up"
+    assert result.duplicate_trades == []
+    assert result.trades == result.truth_trades
     # nothing in these recordings is broken: no gaps, no invalid books, no errors
-    assert not [e for e in events if isinstance(e, Status) and e.state in ("book_invalid", "error")]
-    assert adapter.counters["gaps"] == 0 and adapter.counters["malformed"] == 0
+    assert not [e for e in result.events if isinstance(e, Status) and e.state in ("book_invalid", "error")]
+    assert result.adapter.counters["gaps"] == 0 and result.adapter.counters["malformed"] == 0
 
 
 def test_spot_capture_buffers_the_bridging_diff() -> None:

@@ -9,7 +9,7 @@ import pytest
 from marketfeed.adapters.binance.adapter import MAX_CONNECTION_AGE, BinanceAdapter
 from marketfeed.config import VenueConfig
 from marketfeed.events import Book, Status, Trade
-from marketfeed.protocol import Connect, Disconnect, Fetch, Send
+from marketfeed.protocol import Connect, Disconnect, Fetch
 from tests.helpers import ConsumerBooks
 
 SPOT_INFO = {
