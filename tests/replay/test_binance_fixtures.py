@@ -83,7 +83,7 @@ def test_only_tickers_where_the_consumer_had_no_book_go_unchecked(fixture) -> No
             lo = last_seq
     if lo is not None:
         blind.append((lo, float("inf")))
-    unchecked = [u for key, u in ((k, k[1]) for k in result.tickers) if key not in result.checked]
+    unchecked = [key[1] for key in result.tickers if key not in result.checked]
     assert [u for u in unchecked if not any(a < u < b for a, b in blind)] == []
     assert len(unchecked) <= 10  # the recorder's snapshots arrive a few diffs after they are asked for
 
