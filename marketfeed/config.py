@@ -12,6 +12,7 @@ Checks that concern one field raise ``ValueError("field: message")`` from ``__po
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -165,11 +166,41 @@ class LogConfig(msgspec.Struct, forbid_unknown_fields=True):
             raise _bad("format", f"unknown log format {self.format!r} (expected auto, json, console)")
 
 
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The HTTP endpoint with /metrics (Prometheus), /health and /ready (marketfeed.metrics)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9464  # 0: any free port (the daemon logs the one it got)
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.port <= 65535):
+            raise _bad("port", "must be 0..65535")
+        if not self.host:
+            raise _bad("host", "must not be empty")
+
+
+class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Running as a service: when start-up counts as over, and how long a book may be invalid (not
+    yet synced, or resyncing after a gap) before the daemon counts as unhealthy."""
+
+    ready_timeout: float = 30.0  # READY=1 and /ready once every connection is open, or after this long
+    health_grace: float = 30.0  # seconds
+
+    def __post_init__(self) -> None:
+        if self.ready_timeout < 0:
+            raise _bad("ready_timeout", "must not be negative")
+        if self.health_grace < 0:
+            raise _bad("health_grace", "must not be negative")
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     venues: dict[str, VenueConfig]
     sinks: list[SinkConfig] = msgspec.field(default_factory=lambda: [StdoutSinkConfig()])
     record: RecordConfig | None = None
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=lambda: MetricsConfig())
+    service: ServiceConfig = msgspec.field(default_factory=lambda: ServiceConfig())
 
     def __post_init__(self) -> None:
         for name in self.venues:
@@ -191,7 +222,7 @@ def parse_config(text: str | bytes, source: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
     try:
-        return _build(raw)
+        return _build(_resolve_secrets(raw, ""))
     except _KeyProblem as exc:
         raise ConfigError(f"{source}: {exc.key}: {exc.message}") from None
 
@@ -253,7 +284,43 @@ def _build(raw: dict[str, Any]) -> Config:
 
     record = _convert(raw["record"], RecordConfig, "record") if "record" in raw else None
     log = _convert(raw["log"], LogConfig, "log") if "log" in raw else LogConfig()
-    return Config(venues=venues, sinks=sinks, record=record, log=log)
+    metrics = _convert(raw["metrics"], MetricsConfig, "metrics") if "metrics" in raw else MetricsConfig()
+    service = _convert(raw["service"], ServiceConfig, "service") if "service" in raw else ServiceConfig()
+    return Config(venues=venues, sinks=sinks, record=record, log=log, metrics=metrics, service=service)
+
+
+# Secrets (tokens, passwords) stay out of the file: any string value may hold ``${env:NAME}`` (the
+# environment variable NAME) or ``${file:/path}`` (that file's content without its trailing newline:
+# a systemd credential, a Docker secret), alone or inside a longer string such as a URL. ``$${``
+# writes a literal ``${``. Resolved values are never logged (the daemon logs sink names only).
+_SECRET = re.compile(r"\$(\$?)\{(env|file):([^}]*)\}")
+
+
+def _resolve_secrets(value: Any, key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve_secrets(v, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_secrets(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        return _SECRET.sub(lambda m: _secret(m, key), value)
+    return value
+
+
+def _secret(m: re.Match[str], key: str) -> str:
+    if m[1]:  # $${...}: escaped
+        return m[0][1:]
+    kind, name = m[2], m[3]
+    if not name:
+        raise _KeyProblem(key, f"${{{kind}:}} needs a name")
+    if kind == "env":
+        found = os.environ.get(name)
+        if found is None:
+            raise _KeyProblem(key, f"environment variable {name} is not set")
+        return found
+    try:
+        return Path(name).expanduser().read_text().removesuffix("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _KeyProblem(key, f"cannot read secret file {name}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _check_venue(name: str, venue: VenueConfig, table: dict[str, Any], key: str) -> None:
