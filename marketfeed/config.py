@@ -20,6 +20,8 @@ from typing import Any
 
 import msgspec
 
+from marketfeed.options import ServerConfig, TopConfig
+
 VENUES = ("binance", "binance-usdm", "kraken", "coinbase", "okx")
 CHANNELS = ("trades", "book")
 BINANCE_VENUES = ("binance", "binance-usdm")
@@ -68,6 +70,9 @@ class VenueConfig(msgspec.Struct, forbid_unknown_fields=True):
     # OKX: the book channel, "books" (400 levels, public; the default), "books-l2-tbt" (400) or
     # "books50-l2-tbt" (50); the tbt channels need a login at VIP5/VIP6. Validated by the adapter.
     book_channel: str | None = None
+    # coalesced top-of-book events (marketfeed.top): for every symbol, and/or per symbol
+    top: TopConfig | None = None
+    top_symbols: dict[str, TopConfig] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -98,6 +103,11 @@ class VenueConfig(msgspec.Struct, forbid_unknown_fields=True):
             url = getattr(self, name)
             if url is not None and "://" not in url:
                 raise _bad(name, f"{url!r} is not a URL")
+        for s in self.top_symbols:
+            if s not in self.symbols:
+                raise _bad("top_symbols", f"{s!r} is not one of this venue's symbols")
+        if (self.top is not None or self.top_symbols) and "book" not in self.channels:
+            raise _bad("top", "needs the book channel")
 
 
 class StdoutSinkConfig(msgspec.Struct, tag_field="type", tag="stdout", forbid_unknown_fields=True):
@@ -199,6 +209,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     sinks: list[SinkConfig] = msgspec.field(default_factory=lambda: [StdoutSinkConfig()])
     record: RecordConfig | None = None
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    server: ServerConfig | None = None  # the WebSocket stream for bots (marketfeed.stream)
     metrics: MetricsConfig = msgspec.field(default_factory=lambda: MetricsConfig())
     service: ServiceConfig = msgspec.field(default_factory=lambda: ServiceConfig())
 
@@ -284,9 +295,10 @@ def _build(raw: dict[str, Any]) -> Config:
 
     record = _convert(raw["record"], RecordConfig, "record") if "record" in raw else None
     log = _convert(raw["log"], LogConfig, "log") if "log" in raw else LogConfig()
+    server = _convert(raw["server"], ServerConfig, "server") if "server" in raw else None
     metrics = _convert(raw["metrics"], MetricsConfig, "metrics") if "metrics" in raw else MetricsConfig()
     service = _convert(raw["service"], ServiceConfig, "service") if "service" in raw else ServiceConfig()
-    return Config(venues=venues, sinks=sinks, record=record, log=log, metrics=metrics, service=service)
+    return Config(venues=venues, sinks=sinks, record=record, log=log, metrics=metrics, service=service, server=server)
 
 
 # Secrets (tokens, passwords) stay out of the file: any string value may hold ``${env:NAME}`` (the
