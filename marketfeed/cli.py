@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", metavar="FILE", help="take venue settings from this config (default: follow every symbol in the capture)")
     _log_options(replay)
     replay.set_defaults(func=_cmd_replay)
+
+    simulate = sub.add_parser("simulate", help="serve venues' protocols on loopback (books from a recording or seeded), with faults")
+    simulate.add_argument("--venue", action="append", required=True, metavar="VENUE", help="binance, binance-usdm, kraken, coinbase or okx (repeat for several)")
+    simulate.add_argument("--capture", action="append", default=[], metavar="[VENUE=]FILE", help="a recording whose books the venue serves (binance, binance-usdm)")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=0, metavar="N", help="first port; the next venues take N+1, N+2, ... (default: free ports)")
+    simulate.add_argument("--speed", type=_positive_float, default=1.0, metavar="X", help="message rate multiplier")
+    simulate.add_argument("--faults", action="append", default=[], metavar="[VENUE=]SPEC", help="e.g. drop@1500,kill@3000,stall@5000:20s, or random[:COUNT[:EVERY]]")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--config-out", metavar="FILE", help="also write a daemon config pointing at the servers")
+    _log_options(simulate)
+    simulate.set_defaults(func=_cmd_simulate)
     return parser
 
 
@@ -251,6 +263,59 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         out=args.out,
     )
     return EXIT_OK
+
+
+# --- simulate -----------------------------------------------------------------------------------------
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    _setup_logging(args, None)
+    from marketfeed.simulate.faults import FaultError
+    from marketfeed.simulate.serve import VENUES, capture_venue, config_toml, parse_venue_faults, serve_forever, start_venues
+
+    venues = list(dict.fromkeys(args.venue))
+    unknown = [v for v in venues if v not in VENUES]
+    if unknown:
+        print(f"marketfeed simulate: unknown venue {unknown[0]!r} (one of {', '.join(VENUES)})", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        captures: dict[str, list[str]] = {}
+        for item in args.capture:
+            name, sep, path = item.partition("=")
+            if not (sep and name in VENUES):
+                name, path = capture_venue(item), item
+            if name not in venues:
+                raise ValueError(f"{path}: a recording of {name}, which is not simulated (add --venue {name})")
+            captures.setdefault(name, []).append(path)
+        faults = parse_venue_faults(args.faults, venues, args.seed)
+    except (FaultError, ValueError, CaptureError, OSError) as exc:
+        print(f"marketfeed simulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def serve() -> int:
+        try:
+            served = await start_venues(venues, args.host, args.port, args.seed, args.speed, captures, faults)
+        except (FaultError, ValueError, CaptureError) as exc:
+            print(f"marketfeed simulate: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:
+            print(f"marketfeed simulate: cannot listen: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        toml = config_toml(served)
+        if args.config_out:
+            with open(args.config_out, "w") as fh:
+                fh.write(toml + '\n[[sinks]]\ntype = "stdout"\n')
+        print("# marketfeed simulate: point a daemon at these servers (Ctrl-C stops)", flush=True)
+        print(toml, flush=True)
+        await serve_forever(served)
+        return EXIT_OK
+
+    import asyncio
+
+    try:
+        return asyncio.run(serve())
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def _silence_stdout() -> None:

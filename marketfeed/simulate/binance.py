@@ -199,6 +199,66 @@ class TrueBook:
         )
 
 
+
+class ReplayedBook(TrueBook):
+    """A true book driven by a recording (``marketfeed.simulate.replayed``) instead of the random
+    process: each ``evolve`` is the recording's next step, looping at its end. The update ids are the
+    server's own (a recording's ids are not continuous across the loop)."""
+
+    def __init__(self, spec: SymbolSpec, rng: random.Random, market: str, first_update_id: int, source: Any) -> None:
+        self.spec = spec
+        self.rng = rng
+        self.market = market
+        self.price_fmt = _Decimal(spec.tick, 8 if market == SPOT else len(spec.tick.partition(".")[2]))
+        self.qty_fmt = _Decimal(spec.step, 8 if market == SPOT else len(spec.step.partition(".")[2]))
+        self._pscale = 10 ** source.price_places
+        self._qscale = 10 ** source.qty_places
+        self.bids = {self._p(p): self._q(q) for p, q in source.bids.items()}
+        self.asks = {self._p(p): self._q(q) for p, q in source.asks.items()}
+        self.steps = [([(self._p(p), self._q(q)) for p, q in b], [(self._p(p), self._q(q)) for p, q in a]) for b, a in source.looped_steps()]
+        self.trade_prices = [self._p(p) for p, _, _ in source.trades]
+        self.position = 0
+        self.update_id = first_update_id
+        self.ticker_top = self.top()
+        self.trade_id = rng.randint(1_000_000, 5_000_000)
+        self.agg_id = rng.randint(100_000, 900_000)
+
+    def _p(self, price: float) -> int:
+        return round(price * self._pscale)
+
+    def _q(self, qty: float) -> int:
+        return round(qty * self._qscale)
+
+    def evolve(self) -> tuple[int, int, int, dict[int, int], dict[int, int]]:
+        bid_changes: dict[int, int] = {}
+        ask_changes: dict[int, int] = {}
+        if self.steps:
+            b, a = self.steps[self.position]
+            self.position = (self.position + 1) % len(self.steps)
+            for levels, changes, step in ((self.bids, bid_changes, b), (self.asks, ask_changes, a)):
+                for p, q in step:
+                    if q:
+                        levels[p] = q
+                    else:
+                        levels.pop(p, None)
+                    changes[p] = q
+        pu = self.update_id
+        self.update_id = pu + max(1, len(bid_changes) + len(ask_changes))
+        return pu, pu + 1, self.update_id, bid_changes, ask_changes
+
+
+def specs_from_capture(symbols: dict[str, Any], market: str) -> list[tuple[SymbolSpec, Any]]:
+    """SymbolSpecs (Binance names, the recording's finest units as tick and step) for a recording's symbols."""
+    out = []
+    for name, source in symbols.items():
+        parts = name.split("-")
+        base, quote = parts[0], parts[1]
+        tick = f"{10 ** -source.price_places:.{source.price_places}f}" if source.price_places else "1"
+        step = f"{10 ** -source.qty_places:.{source.qty_places}f}" if source.qty_places else "1"
+        spec = SymbolSpec(base + quote, base, quote, tick, step, 0.0)
+        out.append((spec, source))
+    return out
+
 @dataclass(eq=False)
 class SimConnection:
     """One accepted WebSocket, with what the tests may want to know about it."""
@@ -316,6 +376,21 @@ class BinanceSimulator:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.app = self._make_app()
+
+    @classmethod
+    def from_capture(cls, paths: list[Any], market: str, **kwargs: Any) -> "BinanceSimulator":
+        """A server whose ``market`` ("spot" or "usdm") books replay a recording (see ``ReplayedBook``);
+        the other market keeps the seeded defaults."""
+        from marketfeed.simulate.replayed import load_capture
+
+        sim = cls(**kwargs)
+        m = sim.markets[market]
+        pairs = specs_from_capture(load_capture(paths), market)
+        if not pairs:
+            raise ValueError(f"{paths}: no book in this recording")
+        m.specs = {spec.symbol: spec for spec, _ in pairs}
+        m.books = {spec.symbol: ReplayedBook(spec, sim.rng, market, sim.rng.randint(10**9, 5 * 10**9), source) for spec, source in pairs}
+        return sim
 
     # -- lifecycle ----------------------------------------------------------------------------------
 

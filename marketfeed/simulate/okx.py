@@ -211,6 +211,7 @@ class OkxServer:
         self.ops: list[dict[str, Any]] = []
         self.rest_log: list[str] = []
         self.pings = 0
+        self.frames_sent = 0  # every frame sent, on every connection (fault schedules count these)
         self._history: dict[str, list[tuple[int, list, list, str]]] = {inst: [] for inst in self.books}
         self._drop: set[str] = set()
         self._corrupt: set[str] = set()
@@ -368,6 +369,7 @@ class OkxServer:
                 if conn.stalled:
                     continue  # a silent socket: what it would have sent is lost
                 await conn.ws.send_str(data)
+                self.frames_sent += 1
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             return
 
