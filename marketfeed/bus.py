@@ -10,8 +10,12 @@ What happens when a sink's queue is full (``queue_size`` events) is the sink's `
   behind by at most ``queue_size`` events and then loses the oldest data.
 - ``drop_newest``: the incoming batch is dropped; what is queued is kept.
 
-There is no ``block`` policy: nothing a sink does may stall the adapters (their sockets would back
-up and the venues would disconnect us). Dropping is never silent to a consumer that keeps books:
+- ``block``: a producer that can wait (``await Bus.publish_wait``: replay into sinks, backfills)
+  waits until this sink has room, so nothing is lost. The live adapters never wait (their sockets would
+  back up and the venues would disconnect us): for their plain ``publish`` a full ``block`` queue keeps
+  what is queued and drops the incoming batch, as ``drop_newest``, counted.
+
+Nothing a sink does may stall the adapters. Dropping is never silent to a consumer that keeps books:
 when book data for a (venue, symbol) is dropped, the sink gets a ``book_invalid`` status for it and
 no further diffs of that book until a snapshot comes through, exactly as after a venue gap
 (EVENTS.md). A failed ``write`` is treated the same way. Every sink has counters: ``queued`` (events
@@ -60,6 +64,7 @@ class SinkChannel:
         self._announce: dict[tuple[str, str], int] = {}  # (venue, symbol) -> ts_recv for the status
         self._invalid: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()  # set when the writer took the queue (block policy waits for it)
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._log = RateLimitedLog(log, interval_s=10.0)
@@ -71,6 +76,7 @@ class SinkChannel:
             "dropped": self.dropped,
             "errors": self.errors,
             "depth": self.depth,
+            **getattr(self.sink, "stats", {}),  # a sink's own counters (retries, reconnects, ...)
         }
 
     # -- producer side (the adapters, through Bus.publish) ------------------------------------------
@@ -83,7 +89,7 @@ class SinkChannel:
             self._lose(events, "closed")
             return
         if self.depth + n > self.queue_size:
-            if self.on_full == "drop_newest":
+            if self.on_full != "drop_oldest":  # drop_newest, and block for a producer that cannot wait
                 self._lose(events, "queue full")
                 return
             # drop_oldest; a single batch larger than the whole queue is still accepted on its own
@@ -95,6 +101,14 @@ class SinkChannel:
         self.depth += n
         self.queued += n
         self._wake.set()
+
+    async def offer_wait(self, events: list[Event]) -> None:
+        """``offer`` that first waits for room when the policy is ``block`` (a producer that may wait)."""
+        if self.on_full == "block":
+            while not self._closing and self.depth and self.depth + len(events) > self.queue_size:
+                self._room.clear()
+                await self._room.wait()
+        self.offer(events)
 
     def _lose(self, events: list[Event], why: str) -> None:
         self.dropped += len(events)
@@ -116,6 +130,7 @@ class SinkChannel:
         events = batches.popleft() if len(batches) == 1 else list(chain.from_iterable(batches))
         batches.clear()
         self.depth = 0
+        self._room.set()
         if self._announce or self._invalid:
             events = self._guard_books(events)
         return events
@@ -190,6 +205,7 @@ class SinkChannel:
         """Stop accepting events, write what is queued, flush and close the sink."""
         self._closing = True
         self._wake.set()
+        self._room.set()
         if self._task is not None:
             await self._task
         await self._flush()
@@ -231,6 +247,12 @@ class Bus:
         """Hand a batch to every sink. Never waits. The list is shared: do not modify it afterwards."""
         for channel in self.channels:
             channel.offer(events)
+
+    async def publish_wait(self, events: list[Event]) -> None:
+        """``publish`` for a producer that may wait: sinks with the ``block`` policy get every event,
+        the others behave as with ``publish``."""
+        for channel in self.channels:
+            await channel.offer_wait(events)
 
     async def close(self, timeout: float = 10.0) -> bool:
         """Drain every queue and flush and close every sink, all within ``timeout`` seconds.

@@ -29,7 +29,7 @@ BINANCE_VENUES = ("binance", "binance-usdm")
 BINANCE_BOOK_INTERVALS = {"binance": (100, 1000), "binance-usdm": (0, 100, 250, 500)}
 BINANCE_ONLY_KEYS = ("trade_stream", "book_interval_ms", "snapshot_weight_per_minute")
 OKX_ONLY_KEYS = ("book_channel",)
-ON_FULL = ("drop_oldest", "drop_newest")
+ON_FULL = ("drop_oldest", "drop_newest", "block")
 
 
 class ConfigError(Exception):
@@ -146,8 +146,41 @@ def _check_queue(queue_size: int, on_full: str) -> None:
         raise _bad("on_full", f"{on_full!r} is not one of {', '.join(ON_FULL)}")
 
 
+class SinkOptions(msgspec.Struct, forbid_unknown_fields=True):
+    """Base of a plug-in sink's options (``[[sinks]]`` keys other than ``type``). A sink type found
+    through the ``marketfeed.sinks`` entry points brings a subclass of this (marketfeed.sinks.registry)."""
+
+    queue_size: int = 100_000
+    on_full: str = "drop_oldest"
+
+    def __post_init__(self) -> None:
+        _check_queue(self.queue_size, self.on_full)
+
+
+class ShardConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Scale-out: this daemon serves shard ``index`` of ``count`` (marketfeed.shard)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise _bad("count", "must be at least 1")
+        if not (0 <= self.index < self.count):
+            raise _bad("index", f"must be 0..{self.count - 1}")
+
+
 SinkConfig = StdoutSinkConfig | JsonlSinkConfig
 SINK_TYPES = {"stdout": StdoutSinkConfig, "jsonl": JsonlSinkConfig}
+
+
+def _sink_options_type(kind: str) -> type | None:
+    """The options Struct of a sink type: the built-ins above, else the ``marketfeed.sinks`` entry points."""
+    if kind in SINK_TYPES:
+        return SINK_TYPES[kind]
+    from marketfeed.sinks.registry import options_type
+
+    return options_type(kind)
 
 
 class RecordConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -212,6 +245,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     server: ServerConfig | None = None  # the WebSocket stream for bots (marketfeed.stream)
     metrics: MetricsConfig = msgspec.field(default_factory=lambda: MetricsConfig())
     service: ServiceConfig = msgspec.field(default_factory=lambda: ServiceConfig())
+    shard: ShardConfig | None = None
 
     def __post_init__(self) -> None:
         for name in self.venues:
@@ -288,9 +322,14 @@ def _build(raw: dict[str, Any]) -> Config:
         kind = table.get("type")
         if kind is None:
             raise _KeyProblem(f"{key}.type", f"missing (one of {', '.join(SINK_TYPES)})")
-        if kind not in SINK_TYPES:
-            raise _KeyProblem(f"{key}.type", f"unknown sink type {kind!r} (expected one of {', '.join(SINK_TYPES)})")
-        sinks.append(_convert(table, SINK_TYPES[kind], key))
+        options = _sink_options_type(kind) if isinstance(kind, str) else None
+        if options is None:
+            from marketfeed.sinks.registry import sink_types
+
+            raise _KeyProblem(f"{key}.type", f"unknown sink type {kind!r} (expected one of {', '.join(sink_types())})")
+        if options.__struct_config__.tag_field is None:  # plug-in options carry no tag: type chose them
+            table = {k: v for k, v in table.items() if k != "type"}
+        sinks.append(_convert(table, options, key))
     _check_sinks(sinks)
 
     record = _convert(raw["record"], RecordConfig, "record") if "record" in raw else None
@@ -298,7 +337,8 @@ def _build(raw: dict[str, Any]) -> Config:
     server = _convert(raw["server"], ServerConfig, "server") if "server" in raw else None
     metrics = _convert(raw["metrics"], MetricsConfig, "metrics") if "metrics" in raw else MetricsConfig()
     service = _convert(raw["service"], ServiceConfig, "service") if "service" in raw else ServiceConfig()
-    return Config(venues=venues, sinks=sinks, record=record, log=log, metrics=metrics, service=service, server=server)
+    shard = _convert(raw["shard"], ShardConfig, "shard") if "shard" in raw else None
+    return Config(venues=venues, sinks=sinks, record=record, log=log, metrics=metrics, service=service, shard=shard, server=server)
 
 
 # Secrets (tokens, passwords) stay out of the file: any string value may hold ``${env:NAME}`` (the

@@ -7,7 +7,12 @@ from marketfeed.sinks.base import Sink
 
 
 def make_sink(config: SinkConfig) -> Sink:
-    """The sink a ``[[sinks]]`` table describes."""
+    """The sink a ``[[sinks]]`` table describes (plug-in types through marketfeed.sinks.registry)."""
+    from marketfeed.sinks import registry
+
+    sink = registry.make(config)
+    if sink is not None:
+        return sink
     if isinstance(config, StdoutSinkConfig):
         from marketfeed.sinks.stdout import StdoutSink
 

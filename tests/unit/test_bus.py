@@ -278,4 +278,4 @@ def test_bad_channel_settings() -> None:
     with pytest.raises(ValueError):
         SinkChannel(CollectingSink("s"), queue_size=0)
     with pytest.raises(ValueError):
-        SinkChannel(CollectingSink("s"), on_full="block")
+        SinkChannel(CollectingSink("s"), on_full="sometimes")
