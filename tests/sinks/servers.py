@@ -49,8 +49,13 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     @classmethod
+    def path(cls) -> str | None:
+        # Debian puts nats-server in /usr/sbin, which is not on a normal user's PATH
+        return shutil.which(cls.binary) or shutil.which(cls.binary, path="/usr/sbin:/sbin")
+
+    @classmethod
     def missing(cls) -> str | None:
-        return None if shutil.which(cls.binary) else f"{cls.binary} is not installed (.ci/run installs it)"
+        return None if cls.path() else f"{cls.binary} is not installed (.ci/run installs it)"
 
     def _command(self) -> list[str]:
         raise NotImplementedError
@@ -85,7 +90,7 @@ class Redis(Server):
 
     def _command(self) -> list[str]:
         # append-only file, fsynced every write: what was acknowledged survives the restart
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+        return [str(self.path()), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"]
 
 
@@ -97,7 +102,7 @@ class Nats(Server):
         return f"nats://127.0.0.1:{self.port}"
 
     def _command(self) -> list[str]:
-        return [self.binary, "-js", "-sd", str(self.dir / "jetstream"), "-a", "127.0.0.1", "-p", str(self.port)]
+        return [str(self.path()), "-js", "-sd", str(self.dir / "jetstream"), "-a", "127.0.0.1", "-p", str(self.port)]
 
 
 def _pg_bin() -> Path | None:
