@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     _log_options(replay)
     replay.set_defaults(func=_cmd_replay)
 
+    status = sub.add_parser("status", help="print the health of a running daemon (its /health and /metrics)")
+    status.add_argument("--url", default="http://127.0.0.1:9464", help="the daemon's [metrics] endpoint (default: %(default)s)")
+    status.add_argument("--timeout", type=_positive_float, default=5.0, metavar="SECONDS")
+    status.set_defaults(func=_cmd_status)
+
     simulate = sub.add_parser("simulate", help="serve venues' protocols on loopback (books from a recording or seeded), with faults")
     simulate.add_argument("--venue", action="append", required=True, metavar="VENUE", help="binance, binance-usdm, kraken, coinbase or okx (repeat for several)")
     simulate.add_argument("--capture", action="append", default=[], metavar="[VENUE=]FILE", help="a recording whose books the venue serves (binance, binance-usdm)")
@@ -162,8 +167,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args, config)
     from marketfeed.daemon import Daemon, run_event_loop
 
-    daemon = Daemon(config, record_dir=args.record, adapters=adapters)
+    daemon = Daemon(config, record_dir=args.record, adapters=adapters, config_path=args.config)
     return run_event_loop(daemon.run())
+
+
+# --- status -------------------------------------------------------------------------------------------
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 healthy, 1 unhealthy (or not ready), 2 unreachable."""
+    from marketfeed.status import fetch_status, render_status
+
+    try:
+        report = fetch_status(args.url, args.timeout)
+    except OSError as exc:
+        print(f"marketfeed status: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(render_status(report))
+    return EXIT_OK if report.healthy and report.ready else EXIT_FAILURE
 
 
 # --- replay -------------------------------------------------------------------------------------------
