@@ -276,6 +276,15 @@ class DaemonCollector:
             elif n is not None and hasattr(n, "__len__"):
                 clients.add_metric([name], len(n))
         yield from (depth, capacity, queued, written, dropped, errors, clients)
+        # the bot-facing WebSocket stream (marketfeed.stream), when [server] configures one
+        stream = getattr(d, "stream", None)
+        stream_clients = GaugeMetricFamily("marketfeed_stream_clients", "Clients connected to the bot stream")
+        stream_counters = CounterMetricFamily("marketfeed_stream_counter", "The bot stream's counters (connections, rejected, slow clients, ...)", labels=["counter"])
+        if stream is not None:
+            stream_clients.add_metric([], len(getattr(stream, "clients", ())))
+            for name, n in sorted(getattr(stream, "counters", {}).items()):
+                stream_counters.add_metric([name], n)
+        yield from (stream_clients, stream_counters)
 
 
 class MetricsServer:
