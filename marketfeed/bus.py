@@ -88,7 +88,7 @@ class SinkChannel:
         if self._closing:
             self._lose(events, "closed")
             return
-        if self.depth + n > self.queue_size:
+        if self.depth + n > self.queue_size and self.depth:  # an empty queue takes any one batch
             if self.on_full != "drop_oldest":  # drop_newest, and block for a producer that cannot wait
                 self._lose(events, "queue full")
                 return

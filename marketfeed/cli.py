@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="replay captures through the adapters, write events as JSON Lines")
     replay.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture files, replayed in order as one recording")
-    replay.add_argument("--out", required=True, metavar="FILE", help="output JSONL file (gzip if it ends in .gz), or - for stdout")
+    replay.add_argument("--out", metavar="FILE", help="output JSONL file (gzip if it ends in .gz), or - for stdout; without it, the events go to the --config file's sinks")
     replay.add_argument("--speed", type=_positive_float, metavar="N", help="pace at N times recorded time (default: as fast as possible)")
     replay.add_argument("--config", metavar="FILE", help="take venue settings from this config (default: follow every symbol in the capture)")
     _log_options(replay)
@@ -248,6 +248,12 @@ def _paced(emit: Callable[[list[Event]], None], flush: Callable[[], None], speed
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else None
+    if args.out is None:
+        if config is None:
+            print("marketfeed replay: give --out FILE, or --config FILE to send the events to its sinks", file=sys.stderr)
+            return EXIT_USAGE
+        _setup_logging(args, config)
+        return _replay_into_sinks(args, config)
     _setup_logging(args, config)
     import structlog
 
@@ -337,6 +343,36 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         return asyncio.run(serve())
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _replay_into_sinks(args: argparse.Namespace, config: Config) -> int:
+    """Replay into the config's sinks (marketfeed.sinks.replay): every sink gets every event."""
+    import structlog
+
+    from marketfeed.replay import ReplayError
+    from marketfeed.sinks.replay import replay_into_sinks
+
+    pace = None if args.speed is None else (lambda emit, flush: _paced(emit, flush, args.speed))
+    started = time.perf_counter()
+    try:
+        from marketfeed.daemon import run_event_loop
+
+        result = run_event_loop(replay_into_sinks(args.captures, config, pace))
+    except (CaptureError, ReplayError) as exc:
+        print(f"marketfeed replay: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # a sink that cannot start (server unreachable, bad credentials)
+        print(f"marketfeed replay: {exc!r}", file=sys.stderr)
+        return EXIT_FAILURE
+    seconds = time.perf_counter() - started
+    structlog.get_logger("marketfeed.replay").info(
+        "replay finished", files=len(args.captures), records=result.replayer.records, events=result.events,
+        seconds=round(seconds, 3), sinks=result.counters,
+    )
+    if not result.complete:
+        print(f"marketfeed replay: not every sink wrote every event: {result.counters}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def _silence_stdout() -> None:

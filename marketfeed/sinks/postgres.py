@@ -1,13 +1,14 @@
 """PostgreSQL: batches written with ``COPY`` (asyncpg's binary copy) into one table per event type,
 the schema created at start (``CREATE TABLE IF NOT EXISTS``).
 
-Tables (in ``schema``, default ``public``; times are the events' integer nanoseconds)::
+Tables (in ``schema``, default ``public``; times are the events' integer nanoseconds; ``id`` numbers
+the rows in the order they were written, ``ORDER BY id`` replays a table in event order)::
 
-    trades(venue, symbol, ts_recv, ts_exchange, trade_id, price, size, side)
-    book_events(venue, symbol, ts_recv, ts_exchange, seq, snapshot, checksum,
+    trades(id, venue, symbol, ts_recv, ts_exchange, trade_id, price, size, side)
+    book_events(id, venue, symbol, ts_recv, ts_exchange, seq, snapshot, checksum,
                 bid_prices, bid_sizes, ask_prices, ask_sizes)
-    tops(venue, symbol, ts_recv, ts_exchange, seq, bid_prices, bid_sizes, ask_prices, ask_sizes)
-    status_events(venue, symbol, ts_recv, state, reason)
+    tops(id, venue, symbol, ts_recv, ts_exchange, seq, bid_prices, bid_sizes, ask_prices, ask_sizes)
+    status_events(id, venue, symbol, ts_recv, state, reason)
 
 Book levels are parallel ``double precision[]`` columns (prices, sizes; best first) rather than jsonb:
 the binary COPY sends them as raw float8 with no JSON text to build or parse, the values are the
@@ -32,21 +33,21 @@ STATUS_COLUMNS = ("venue", "symbol", "ts_recv", "state", "reason")
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {s};
 CREATE TABLE IF NOT EXISTS {s}.trades (
-    venue text NOT NULL, symbol text NOT NULL, ts_recv bigint NOT NULL, ts_exchange bigint,
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, venue text NOT NULL, symbol text NOT NULL, ts_recv bigint NOT NULL, ts_exchange bigint,
     trade_id text NOT NULL, price double precision NOT NULL, size double precision NOT NULL, side text);
 CREATE INDEX IF NOT EXISTS trades_symbol_ts ON {s}.trades (venue, symbol, ts_recv);
 CREATE TABLE IF NOT EXISTS {s}.book_events (
-    venue text NOT NULL, symbol text NOT NULL, ts_recv bigint NOT NULL, ts_exchange bigint, seq bigint,
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, venue text NOT NULL, symbol text NOT NULL, ts_recv bigint NOT NULL, ts_exchange bigint, seq bigint,
     snapshot boolean NOT NULL, checksum bigint,
     bid_prices double precision[] NOT NULL, bid_sizes double precision[] NOT NULL,
     ask_prices double precision[] NOT NULL, ask_sizes double precision[] NOT NULL);
 CREATE INDEX IF NOT EXISTS book_events_symbol_ts ON {s}.book_events (venue, symbol, ts_recv);
 CREATE TABLE IF NOT EXISTS {s}.tops (
-    venue text NOT NULL, symbol text NOT NULL, ts_recv bigint NOT NULL, ts_exchange bigint, seq bigint,
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, venue text NOT NULL, symbol text NOT NULL, ts_recv bigint NOT NULL, ts_exchange bigint, seq bigint,
     bid_prices double precision[] NOT NULL, bid_sizes double precision[] NOT NULL,
     ask_prices double precision[] NOT NULL, ask_sizes double precision[] NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}.status_events (
-    venue text NOT NULL, symbol text, ts_recv bigint NOT NULL, state text NOT NULL, reason text);
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, venue text NOT NULL, symbol text, ts_recv bigint NOT NULL, state text NOT NULL, reason text);
 """
 
 

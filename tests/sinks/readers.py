@@ -59,16 +59,16 @@ async def postgres_events(dsn: str, schema: str = "public") -> list[Event]:
     conn = await asyncpg.connect(dsn)
     try:
         out: list[Event] = []
-        for r in await conn.fetch(f"SELECT * FROM {schema}.trades ORDER BY ctid"):
+        for r in await conn.fetch(f"SELECT * FROM {schema}.trades ORDER BY id"):
             out.append(Trade(r["venue"], r["symbol"], r["ts_recv"], r["ts_exchange"], r["trade_id"], r["price"], r["size"], r["side"]))
-        for r in await conn.fetch(f"SELECT * FROM {schema}.book_events ORDER BY ctid"):
+        for r in await conn.fetch(f"SELECT * FROM {schema}.book_events ORDER BY id"):
             out.append(Book(r["venue"], r["symbol"], r["ts_recv"], r["ts_exchange"], r["seq"], r["snapshot"],
                             list(zip(r["bid_prices"], r["bid_sizes"])), list(zip(r["ask_prices"], r["ask_sizes"])),
                             checksum=r["checksum"]))
-        for r in await conn.fetch(f"SELECT * FROM {schema}.tops ORDER BY ctid"):
+        for r in await conn.fetch(f"SELECT * FROM {schema}.tops ORDER BY id"):
             out.append(Top(r["venue"], r["symbol"], r["ts_recv"], r["ts_exchange"], r["seq"],
                            list(zip(r["bid_prices"], r["bid_sizes"])), list(zip(r["ask_prices"], r["ask_sizes"]))))
-        for r in await conn.fetch(f"SELECT * FROM {schema}.status_events ORDER BY ctid"):
+        for r in await conn.fetch(f"SELECT * FROM {schema}.status_events ORDER BY id"):
             out.append(Status(r["venue"], r["symbol"], r["ts_recv"], r["state"], r["reason"]))
         return out
     finally:
