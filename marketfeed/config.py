@@ -338,6 +338,7 @@ def _build(raw: dict[str, Any]) -> Config:
     metrics = _convert(raw["metrics"], MetricsConfig, "metrics") if "metrics" in raw else MetricsConfig()
     service = _convert(raw["service"], ServiceConfig, "service") if "service" in raw else ServiceConfig()
     shard = _convert(raw["shard"], ShardConfig, "shard") if "shard" in raw else None
+    venues, shard = _apply_shard(venues, shard)
     return Config(venues=venues, sinks=sinks, record=record, log=log, metrics=metrics, service=service, shard=shard, server=server)
 
 
@@ -373,6 +374,25 @@ def _secret(m: re.Match[str], key: str) -> str:
         return Path(name).expanduser().read_text().removesuffix("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise _KeyProblem(key, f"cannot read secret file {name}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _apply_shard(venues: dict[str, VenueConfig], shard: ShardConfig | None) -> tuple[dict[str, VenueConfig], ShardConfig | None]:
+    """Keep this shard's symbols (marketfeed.shard); MARKETFEED_SHARD=I/N overrides [shard]."""
+    from marketfeed import shard as sharding
+
+    try:
+        env = sharding.from_env()
+    except ValueError as exc:
+        raise _KeyProblem(sharding.ENV, str(exc)) from None
+    if env is not None:
+        shard = ShardConfig(index=env[0], count=env[1])
+    if shard is None or shard.count == 1:
+        return venues, shard
+    mine = sharding.split({name: v.symbols for name, v in venues.items()}, shard.index, shard.count)
+    if not mine:
+        total = sum(len(v.symbols) for v in venues.values())
+        raise _KeyProblem("shard", f"shard {shard.index} of {shard.count} gets none of the {total} configured symbols (use fewer shards)")
+    return {name: msgspec.structs.replace(venues[name], symbols=symbols) for name, symbols in mine.items()}, shard
 
 
 def _check_venue(name: str, venue: VenueConfig, table: dict[str, Any], key: str) -> None:
