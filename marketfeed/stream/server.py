@@ -73,6 +73,7 @@ class Client:
         self.queue: deque[bytes] = deque()
         self.wake = asyncio.Event()
         self.closing = False
+        self.resync = False  # queue dropped: frames are dropped too until the re-snapshot goes out
         self.errors = 0
         cfg = server.config
         self.tokens = float(cfg.rate_burst)
@@ -82,6 +83,7 @@ class Client:
         self.sent = 0
         self.dropped = 0
         self.writer: asyncio.Task[None] | None = None
+        self.close_task: asyncio.Task[None] | None = None
         self.peer = request.remote
 
     # -- sending -------------------------------------------------------------------------------------
@@ -90,15 +92,21 @@ class Client:
         return _msgpack.encode(obj) if self.binary else _json.encode(obj)
 
     def send(self, obj: Any) -> None:
-        self.push(self.encode(obj))
+        """A reply or notice to this client (never dropped while a re-snapshot is pending)."""
+        self.push(self.encode(obj), reply=True)
 
-    def push(self, frame: bytes) -> None:
+    def push(self, frame: bytes, reply: bool = False) -> None:
         if self.closing:
+            return
+        if self.resync and not reply:
+            self.dropped += 1
             return
         queue = self.queue
         if len(queue) >= self.server.config.send_queue:
             self.overflow()
-            if self.closing:
+            if self.closing or (self.resync and not reply):
+                if not reply:
+                    self.dropped += 1
                 return
         queue.append(frame)
         if len(queue) == 1:
@@ -118,10 +126,22 @@ class Client:
             return
         self.resnapshots.append(now)
         self.server.counters["resnapshots"] += 1
-        self.queue.append(self.encode(Error("slow_consumer", f"too slow: {lost} messages dropped; books re-sent")))
+        # The snapshots go out once the batch being published is over: the event books already hold
+        # the whole batch, so a snapshot taken now would be followed by events it already contains.
+        # Until then everything for this client is dropped; the snapshots cover the books.
+        self.resync = True
+        asyncio.get_running_loop().call_soon(self._resnapshot)
+
+    def _resnapshot(self) -> None:
+        if self.closing:
+            return
+        self.resync = False
+        lost = self.dropped
+        self.queue.append(self.encode(Error("slow_consumer", f"too slow: {lost} messages dropped so far; books re-sent")))
+        now = time.time_ns()
         for key in self.keys:
             if key[0] == "book":
-                self.queue.append(self.encode(Status(key[1], key[2], time.time_ns(), BOOK_INVALID, "slow client: events dropped")))
+                self.queue.append(self.encode(Status(key[1], key[2], now, BOOK_INVALID, "slow client: events dropped")))
                 self.queue_snapshot(key)
         self.wake.set()
 
@@ -140,8 +160,10 @@ class Client:
     async def write_loop(self) -> None:
         ws, queue, opcode = self.ws, self.queue, self.opcode
         try:
-            while not self.closing:
+            while True:
                 if not queue:
+                    if self.closing:
+                        return
                     self.wake.clear()
                     await self.wake.wait()
                     continue
@@ -159,10 +181,14 @@ class Client:
         self.closing = True
         self.wake.set()
         self.server.detach(self)
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        self.close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
+        """Send what is queued (the error that explains the close), then the close frame; a client that
+        does not read within a second is cut off."""
         try:
+            if self.writer is not None and not self.writer.done():
+                await asyncio.wait_for(asyncio.shield(self.writer), 1.0)
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 1.0)
         except (TimeoutError, ConnectionError, RuntimeError):
             transport = self.request.transport
@@ -347,8 +373,11 @@ class StreamServer:
         except Exception as exc:  # a broken client must not reach aiohttp's error page
             self._log.warning(("read", type(exc).__name__), time.time_ns(), "stream read failed", peer=client.peer, error=repr(exc))
         finally:
-            if not client.closing:
+            if client.close_task is not None:  # the server closes it: let the close finish
+                await client.close_task
+            else:
                 client.closing = True
+                client.queue.clear()
                 client.wake.set()
                 self.detach(client)
             if client.writer is not None:
@@ -507,12 +536,8 @@ class StreamServer:
             if isinstance(keys, str):
                 client.strike(Error("unknown_channel", keys, req_id, channel))
                 return
-            for key in keys:
-                asked = client.keys.get(key)
-                if asked is None:
-                    continue
-                asked.discard(channel)
-                if not asked or channel == channel_name(key):
+            for key in keys:  # everything the channel matches, whichever subscription added it
+                if key in client.keys:
                     self._leave(client, key)
                     left.append(channel_name(key))
         client.send(Ack("unsubscribe", req_id, sorted(left)))
