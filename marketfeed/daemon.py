@@ -49,6 +49,8 @@ log = structlog.get_logger("marketfeed.daemon")
 
 SHUTDOWN_TIMEOUT = 10.0  # seconds for the runners to close, and again for the sinks to drain
 STATS_INTERVAL = 60.0
+# config sections a reload does not apply (logged when they change; the running values stay)
+RESTART_SECTIONS = ("record", "log", "metrics", "service", "shard", "server")
 
 
 def tune_gc() -> None:
@@ -395,11 +397,15 @@ class Daemon:
         from marketfeed.runtime.venue import VenueRunner
 
         old = self.config
-        for section in ("record", "log", "metrics", "service", "shard"):
+        for section in RESTART_SECTIONS:
             if getattr(old, section, None) != getattr(new, section, None):
                 log.warning("config section changed: takes effect at the next restart", section=section)
+        for name, venue in new.venues.items():
+            was = old.venues.get(name)
+            if was is not None and (getattr(was, "top", None), getattr(was, "top_symbols", None)) != (getattr(venue, "top", None), getattr(venue, "top_symbols", None)):
+                log.warning("top settings changed: take effect at the next restart", venue=name)
         # the running values of the sections a reload does not apply stay as they are
-        kept = {s: getattr(old, s) for s in ("record", "log", "metrics", "service", "shard") if hasattr(old, s)}
+        kept = {s: getattr(old, s) for s in RESTART_SECTIONS if hasattr(old, s)}
         # venues: stop the removed and the changed, then start the changed and the new
         removed = [n for n in old.venues if n not in new.venues]
         restarted = [n for n in new.venues if n in old.venues and old.venues[n] != new.venues[n]]

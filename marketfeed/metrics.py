@@ -64,15 +64,39 @@ class BookState:
         self.invalidations: dict[str, int] = {}
 
 
+class StreamStats:
+    """Per (venue, symbol): events by type and the receive time of the last one."""
+
+    __slots__ = ("trade", "book", "top", "status", "last_ts")
+
+    def __init__(self) -> None:
+        self.trade = self.book = self.top = self.status = 0
+        self.last_ts = 0
+
+
 class FeedObserver:
     """Counts the published events and follows each book's validity the way a consumer sees it:
     valid from a snapshot, invalid from a ``book_invalid`` status."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.events: dict[tuple[type, str, str | None], int] = {}
-        self.last_ts: dict[tuple[str, str | None], int] = {}  # ts_recv (ns) of the last event per book
+        self.streams: dict[tuple[str, str | None], StreamStats] = {}
         self.books: dict[tuple[str, str], BookState] = {}
+
+    @property
+    def events(self) -> dict[tuple[type, str, str | None], int]:
+        """Events by (type, venue, symbol)."""
+        out = {}
+        for (venue, symbol), st in self.streams.items():
+            for t, name in _TYPE_NAMES.items():
+                n = getattr(st, name)
+                if n:
+                    out[(t, venue, symbol)] = n
+        return out
+
+    @property
+    def last_ts(self) -> dict[tuple[str, str | None], int]:
+        return {key: st.last_ts for key, st in self.streams.items()}
 
     def expect(self, venue: str, symbols: list[str]) -> None:
         """Books the config asks for: tracked (as not yet valid) before their first event."""
@@ -86,23 +110,27 @@ class FeedObserver:
             del self.books[key]
 
     def observe(self, events: list[Event]) -> None:
-        counts = self.events
+        # the hot path: one dict lookup and one attribute increment per event
+        streams = self.streams
         for e in events:
+            key = (e.venue, e.symbol)
+            st = streams.get(key)
+            if st is None:
+                st = streams[key] = StreamStats()
+            st.last_ts = e.ts_recv
             t = type(e)
-            key = (t, e.venue, e.symbol)
-            counts[key] = counts.get(key, 0) + 1
             if t is Book:
+                st.book += 1
                 if e.snapshot:  # type: ignore[union-attr]
                     self._snapshot(e.venue, e.symbol)  # type: ignore[arg-type]
-            elif t is Status and e.state == BOOK_INVALID and e.symbol is not None:  # type: ignore[union-attr]
-                self._invalid(e.venue, e.symbol, e.reason)  # type: ignore[union-attr]
-        last = events[-1] if events else None
-        if last is not None:
-            # per batch, not per event: a batch is one frame's events, nearly always one book
-            self.last_ts[(last.venue, last.symbol)] = last.ts_recv
-            if len(events) > 1:
-                for e in events:
-                    self.last_ts[(e.venue, e.symbol)] = e.ts_recv
+            elif t is Trade:
+                st.trade += 1
+            elif t is Status:
+                st.status += 1
+                if e.state == BOOK_INVALID and e.symbol is not None:  # type: ignore[union-attr]
+                    self._invalid(e.venue, e.symbol, e.reason)  # type: ignore[union-attr]
+            else:
+                st.top += 1
 
     def _state(self, venue: str, symbol: str) -> BookState:
         state = self.books.get((venue, symbol))
