@@ -325,3 +325,53 @@ def test_server_config_errors_are_one_line(toml: str, message: str) -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config(f'[venues.binance]\nsymbols = ["BTC-USDT"]\n{toml}\n')
     assert str(exc.value) == f"<config>: {message}"
+
+
+async def test_idle_and_dead_clients_are_cleaned_up() -> None:
+    async with Harness(idle_timeout=0.3, heartbeat=0.2) as h:
+        idle = await h.connect()
+        closed = await recv(idle, timeout=10)
+        assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 1000
+        # a client that subscribed but never answers the server's pings is dropped by the heartbeat
+        dead = await h.connect(autoping=False)
+        await request(dead, op="subscribe", channels=["trade:binance:*"], id=1)
+        await wait_until(lambda: not h.server.clients, "dead client removed")
+        # a live one (autoping answers) stays
+        live = await h.connect()
+        await request(live, op="subscribe", channels=["trade:binance:*"], id=1)
+        await asyncio.sleep(0)
+        h.feed.publish([Trade(V, "BTC-USDT", 1, None, "7", 1.0, 1.0, None)])
+        assert (await recv(live))["trade_id"] == "7"
+        assert len(h.server.clients) == 1
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+async def test_client_with_token_requests_and_typed_events(fmt: str) -> None:
+    from marketfeed.client import StreamClient, StreamError
+
+    tokens = [TokenConfig(token=STATIC, channels=["book:binance:*", "trade:binance:*"])]
+    async with Harness(tokens=tokens) as h:
+        first = h.snapshot()
+        async with StreamClient(h.server.url, ["book:binance:BTC-USDT"], token=STATIC, format=fmt) as client:
+            event = await client.next_event(5)
+            assert event == first
+            assert client.book(V, "BTC-USDT").top(1) == ([(100.0, 1.0)], [(101.0, 1.0)])  # type: ignore[union-attr]
+            assert await client.snapshot("book:binance:BTC-USDT") == first
+            assert await client.ping() > 0
+            with pytest.raises(StreamError) as exc:
+                await client.subscribe(["top:binance:*"])
+            assert exc.value.code in ("unknown_channel", "forbidden")
+            with pytest.raises(StreamError, match="forbidden"):
+                await client.subscribe(["status:binance:*"])
+            assert await client.subscribe(["trade:binance:ETH-USDT"]) == ["trade:binance:ETH-USDT"]
+            trade = Trade(V, "ETH-USDT", 1, 2, "9", 3.0, 4.0, "sell")
+            d = h.diff()
+            h.feed.publish([d, trade, Status(V, "BTC-USDT", 3, BOOK_INVALID, "gap")])
+            assert await client.next_event(5) == d
+            assert await client.next_event(5) == trade
+            invalid = await client.next_event(5)
+            assert isinstance(invalid, Status) and client.book(V, "BTC-USDT") is None
+            h.snapshot()
+            assert (await client.next_event(5)).snapshot  # type: ignore[union-attr]
+            assert client.book(V, "BTC-USDT") is not None
+            assert client.channels == ["book:binance:BTC-USDT", "trade:binance:ETH-USDT"]
