@@ -34,7 +34,7 @@ import structlog
 
 from marketfeed.config import ON_FULL
 from marketfeed.events import BOOK_INVALID, Book, Event, Status
-from marketfeed.logging import RateLimitedLog
+from marketfeed.logging import RateLimitedLog, redact
 from marketfeed.sinks.base import Sink
 
 DEFAULT_QUEUE_SIZE = 100_000
@@ -51,7 +51,7 @@ class SinkChannel:
         if on_full not in ON_FULL:
             raise ValueError(f"on_full must be one of {', '.join(ON_FULL)}")
         self.sink = sink
-        self.name = sink.name
+        self.name = redact(sink.name)  # logs and metric labels: no password from a sink URL
         self.queue_size = queue_size
         self.on_full = on_full
         self._batches: deque[list[Event]] = deque()

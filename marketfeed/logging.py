@@ -8,12 +8,24 @@ by the caller's timestamps, not a clock, so pure adapters can use it.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any, TextIO
 
 import structlog
 
 SECOND_NS = 1_000_000_000
+
+# scheme://user:password@host -> scheme://user:***@host (and scheme://:token@host -> scheme://:***@host)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``: sink names and URLs that
+    carry credentials (``redis://:${env:REDIS_PASSWORD}@host``) go into logs and metric labels."""
+    if "@" not in text:
+        return text
+    return _URL_PASSWORD.sub(r"\g<head>:***@", text)
 
 
 class RateLimitedLog:

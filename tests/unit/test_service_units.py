@@ -172,3 +172,17 @@ def test_health_follows_snapshots_and_invalidations_with_a_grace_period() -> Non
 ])
 def test_invalidation_causes(reason: str | None, cause: str) -> None:
     assert invalidation_cause(reason) == cause
+
+
+def test_sink_names_in_logs_and_metric_labels_carry_no_password() -> None:
+    from marketfeed.bus import SinkChannel
+    from marketfeed.logging import redact
+    from marketfeed.sinks.base import Sink
+
+    class Named(Sink):
+        name = "redis:redis://:t0ken@127.0.0.1:6379/0"
+
+    assert SinkChannel(Named()).name == "redis:redis://:***@127.0.0.1:6379/0"
+    assert redact("nats:nats://user:pa55@h:4222/EVENTS") == "nats:nats://user:***@h:4222/EVENTS"
+    assert redact("jsonl:/var/lib/marketfeed/events.jsonl") == "jsonl:/var/lib/marketfeed/events.jsonl"
+    assert redact("postgres:postgresql://reader@db/market") == "postgres:postgresql://reader@db/market"
