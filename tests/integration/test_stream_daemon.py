@@ -123,3 +123,26 @@ async def test_reconnect_after_server_restart_resubscribes(sim: BinanceSimulator
         assert client.connects > connects
         await equals_truth(sim, client, "BTC-USDT", "BTCUSDT")
     await client.close()
+
+
+async def test_example_bot_prints_spread_and_trades(sim: BinanceSimulator, tmp_path) -> None:
+    import asyncio
+    import sys
+
+    from tests.helpers import REPO
+
+    async with RunningDaemon(daemon_config(sim, tmp_path / "events.jsonl")) as d:
+        await wait_until(lambda: d.valid("BTC-USDT"), "daemon synced")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(REPO / "examples" / "bot.py"), "--url", d.url, "--limit", "200",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    spreads = [line for line in lines if " spread " in line]
+    assert spreads and any(" trade " in line for line in lines)
+    for line in spreads:
+        words = line.split()
+        bid, ask = float(words[3]), float(words[7])
+        assert bid < ask
