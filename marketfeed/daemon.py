@@ -445,6 +445,13 @@ class Daemon:
             channel._task = asyncio.create_task(channel.run(), name=f"sink {channel.name}")
             self.sink_configs[id(channel)] = sink_config
             started.append(channel)
+        # A sink that joins mid-stream would get diffs of books it never saw: it gets each valid
+        # book's current state as a snapshot first (from the daemon's own event books, which hold
+        # exactly what was published so far: no await between this and joining the bus).
+        snapshots = self._book_snapshots() if started else []
+        for channel in started:
+            if snapshots:
+                channel.offer(snapshots)
         self.bus.channels = keep + started
         for channel in gone:
             self.sink_configs.pop(id(channel), None)
@@ -460,6 +467,18 @@ class Daemon:
             sinks_added=[c.name for c in started], sinks_removed=[c.name for c in gone],
             venues_unchanged=[n for n in new.venues if n not in added and n not in restarted],
         )
+
+    def _book_snapshots(self) -> list[Event]:
+        feed = getattr(self, "feed", None)
+        books = getattr(feed, "books", None)
+        if books is None:
+            return []
+        out = []
+        for state in books.states.values():
+            snap = state.snapshot()
+            if snap is not None:
+                out.append(snap)
+        return out
 
     async def _stop_runner(self, venue: str) -> None:
         for task, runner in list(self._tasks.items()):

@@ -14,6 +14,8 @@ import pytest
 
 from marketfeed.simulate.binance import SPOT, USDM, BinanceSimulator, spot_depth_weight
 from tests.integration.service import REPO, DaemonProcess, parse_metrics, poll, value, venue_toml
+from marketfeed import events as ev
+from tests.helpers import ConsumerBooks
 from tests.integration.live import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -206,7 +208,7 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
     sim = BinanceSimulator(seed=6, interval=0.02)
     await sim.start()
     config = tmp_path / "marketfeed.toml"
-    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a, b, c = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
     usdm = venue_toml("binance-usdm", ["BTC-USDT-PERP"], sim.ws_url, sim.rest_url)
     sinks_ab = f'[[sinks]]\ntype = "jsonl"\npath = "{a}"\nflush_interval = 0\n[[sinks]]\ntype = "jsonl"\npath = "{b}"\nflush_interval = 0\n'
     tail = "[metrics]\nport = 0\n[service]\nhealth_grace = 0\n"
@@ -222,10 +224,11 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
         usdm_conns = {id(c) for c in sim.open_connections(USDM)}
         spot_conns = {id(c) for c in sim.open_connections(SPOT)}
         assert usdm_conns and spot_conns
-        # 1. add ETH-USDT to binance, remove sink b
+        # 1. add ETH-USDT to binance, remove sink b, add sink c
         config.write_text(
             venue_toml("binance", ["BTC-USDT", "ETH-USDT"], sim.ws_url, sim.rest_url) + usdm
-            + f'[[sinks]]\ntype = "jsonl"\npath = "{a}"\nflush_interval = 0\n' + tail
+            + f'[[sinks]]\ntype = "jsonl"\npath = "{a}"\nflush_interval = 0\n'
+            + f'[[sinks]]\ntype = "jsonl"\npath = "{c}"\nflush_interval = 0\n' + tail
         )
         daemon.signal(signal.SIGHUP)
 
@@ -240,7 +243,7 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
         reloaded = daemon.log_events("config reloaded")
         assert len(reloaded) == 1
         assert reloaded[0]["venues_restarted"] == ["binance"] and reloaded[0]["venues_unchanged"] == ["binance-usdm"]
-        assert reloaded[0]["sinks_removed"] == [f"jsonl:{b}"] and reloaded[0]["sinks_added"] == []
+        assert reloaded[0]["sinks_removed"] == [f"jsonl:{b}"] and reloaded[0]["sinks_added"] == [f"jsonl:{c}"]
         # binance-usdm kept its very connection; binance got a new one
         assert {id(c) for c in sim.open_connections(USDM)} == usdm_conns
         assert not {id(c) for c in sim.open_connections(SPOT)} & spot_conns
@@ -269,3 +272,14 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
     finally:
         await sim.stop()
     assert code == 0, daemon.raw_stderr[-20:]
+    # sink c joined mid-stream: it got the running usdm book as a snapshot first, so a consumer of c
+    # alone keeps a correct book, equal at the end to the one of sink a, which saw everything
+    books_a, books_c = ConsumerBooks(), ConsumerBooks()
+    for path, books in ((a, books_a), (c, books_c)):
+        for line in path.read_bytes().splitlines():
+            books.apply(ev.decode(line))
+        assert books.violations == [], (path, books.violations[:3])
+    key = ("binance-usdm", "BTC-USDT-PERP")
+    assert books_c.book_events > 0 and key in books_c.books
+    assert dict(books_c.books[key].bids.levels) == dict(books_a.books[key].bids.levels)
+    assert dict(books_c.books[key].asks.levels) == dict(books_a.books[key].asks.levels)
