@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=_cmd_replay)
 
     status = sub.add_parser("status", help="print the health of a running daemon (its /health and /metrics)")
-    status.add_argument("--url", default="http://127.0.0.1:9464", help="the daemon's [metrics] endpoint (default: %(default)s)")
+    status.add_argument("--url", help="the daemon's [metrics] endpoint (default: from --config, else http://127.0.0.1:9464)")
+    status.add_argument("--config", metavar="FILE", help="take the endpoint from this config's [metrics] section")
     status.add_argument("--timeout", type=_positive_float, default=5.0, metavar="SECONDS")
     status.set_defaults(func=_cmd_status)
 
@@ -178,10 +179,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     """Exit 0 healthy, 1 unhealthy (or not ready), 2 unreachable."""
     from marketfeed.status import fetch_status, render_status
 
+    url = args.url
+    if url is None:
+        metrics = load_config(args.config).metrics if args.config else None
+        host, port = (metrics.host, metrics.port) if metrics is not None else ("127.0.0.1", 9464)
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     try:
-        report = fetch_status(args.url, args.timeout)
+        report = fetch_status(url, args.timeout)
     except OSError as exc:
-        print(f"marketfeed status: cannot reach {args.url}: {exc}", file=sys.stderr)
+        print(f"marketfeed status: cannot reach {url}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(render_status(report))
     return EXIT_OK if report.healthy and report.ready else EXIT_FAILURE

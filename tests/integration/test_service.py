@@ -199,9 +199,18 @@ def check_dashboard(exposition: str) -> None:
     assert not missing, f"dashboard uses metrics the daemon does not export: {missing}"
 
 
-async def test_status_when_nothing_listens() -> None:
+async def test_status_when_nothing_listens(tmp_path: Path) -> None:
     code, out = await marketfeed_status("http://127.0.0.1:9")
-    assert code == 2 and "cannot reach" in out
+    assert code == 2 and "cannot reach http://127.0.0.1:9" in out
+    # the endpoint from a config's [metrics] section
+    config = tmp_path / "marketfeed.toml"
+    config.write_text('[venues.binance]\nsymbols = ["BTC-USDT"]\n[metrics]\nhost = "0.0.0.0"\nport = 9\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "marketfeed", "status", "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO,
+    )
+    out_bytes, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2 and "cannot reach http://127.0.0.1:9:" in out_bytes.decode()
 
 
 async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and_survives_a_bad_config(tmp_path: Path) -> None:
