@@ -352,11 +352,14 @@ class BinanceSimulator:
         spot_incoming_limit: int = 5,
         usdm_incoming_limit: int = 10,
         error_format: str = "flat",
+        weight_limit: dict[str, int] | None = None,
     ) -> None:
         """``interval``: seconds between diffs (every symbol gets one per interval).
         ``trade_probability``: chance per interval and symbol of a taker order (1-3 fills).
         ``error_format``: "flat" gives ``{"code":2,"msg":...,"id":1}`` as EXCHANGES.md 1.2 documents;
-        "nested" gives ``{"error":{"code":2,"msg":...},"id":1}``."""
+        "nested" gives ``{"error":{"code":2,"msg":...},"id":1}``.
+        ``weight_limit``: REST weight per rolling minute per market ({"spot": 6000, "usdm": 2400} as the
+        venue); a request above it is answered 429 with ``Retry-After`` (none enforced when not given)."""
         self.rng = random.Random(seed)
         self.markets = {
             SPOT: _Market(SPOT, spot if spot is not None else DEFAULT_SPOT, self.rng),
@@ -368,6 +371,7 @@ class BinanceSimulator:
         self.pong_timeout = pong_timeout
         self.incoming_limit = {SPOT: spot_incoming_limit, USDM: usdm_incoming_limit}
         self.error_format = error_format
+        self.weight_limit = dict(weight_limit or {})
         self.connections: list[SimConnection] = []
         self.rest_log: list[RestHit] = []
         self.diffs_sent = 0
@@ -867,9 +871,25 @@ class BinanceSimulator:
             h.update(headers)
         return web.Response(text=_dumps(obj), status=status, content_type="application/json", headers=h)
 
-    def _used_weight(self) -> int:
+    def _used_weight(self, market: str | None = None) -> int:
         cutoff = time.monotonic() - 60.0
-        return sum(h.weight for h in self.rest_log if h.at >= cutoff)
+        return sum(h.weight for h in self.rest_log if h.at >= cutoff and h.status != 429 and (market is None or h.market == market))
+
+    def _over_limit(self, market: str, weight: int) -> float | None:
+        """Seconds until ``weight`` more fits the market's enforced limit, or None when it fits now."""
+        limit = self.weight_limit.get(market)
+        if limit is None:
+            return None
+        now = time.monotonic()
+        hits = [h for h in self.rest_log if h.at >= now - 60.0 and h.status != 429 and h.market == market]
+        used = sum(h.weight for h in hits)
+        if used + weight <= limit:
+            return None
+        for h in hits:  # the oldest hits leave the window first
+            used -= h.weight
+            if used + weight <= limit:
+                return max(0.001, h.at + 60.0 - now)
+        return 60.0
 
     def _exchange_info(self, market: str) -> Any:
         async def handler(request: web.Request) -> web.Response:
@@ -940,6 +960,10 @@ class BinanceSimulator:
             else:
                 limit = next((n for n in USDM_LIMITS if n >= limit), 1000)
                 weight = usdm_depth_weight(limit)
+            wait = self._over_limit(market, weight)
+            if wait is not None:
+                body = {"code": -1003, "msg": "Too many requests; current limit is exceeded."}
+                return self._rest_hit(request, market, symbol, limit, weight, 429, body, {"Retry-After": str(int(wait) + 1)})
             fault = m.rest_faults[0] if m.rest_faults else None
             if fault is not None:
                 fault.count -= 1

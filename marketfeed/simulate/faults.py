@@ -358,3 +358,41 @@ class FaultInjector:
             while self._pending and self._pending[0].at <= sent:
                 await self.fire(self._pending.pop(0))
             await asyncio.sleep(self.poll)
+
+
+class RefusingListener:
+    """A venue that refuses every connection: each TCP connection is answered ``503 Service
+    Unavailable`` and closed. ``attempts`` holds the time.monotonic() of each one (a reconnect storm's
+    oracle)."""
+
+    def __init__(self) -> None:
+        self.attempts: list[float] = []
+        self._server: asyncio.AbstractServer | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = await asyncio.start_server(self._refuse, host, port, reuse_address=True)
+        self.host = host
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.attempts.append(time.monotonic())
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+        except Exception:
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
