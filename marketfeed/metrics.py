@@ -186,9 +186,11 @@ class DaemonCollector:
 
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
-        # frames of connections the runners have since forgotten (replaced, or their venue
-        # restarted by a reload), so the per-venue message counter never goes backwards
-        self._frames_seen: dict[tuple[str, int], int] = {}
+        # The runners forget connections that ended for good (replaced, or their venue restarted by a
+        # reload); their messages are kept here so the per-venue counter never goes backwards. A link
+        # is held until the scrape that notices it is gone (so its id cannot be reused meanwhile).
+        self._links: dict[int, tuple[str, Any]] = {}  # id(link) -> (venue, link)
+        self._retired_frames: dict[str, int] = {}
 
     def describe(self) -> list[Any]:
         return []  # collected on demand only (no duplicate-name check against a describe at register)
@@ -252,11 +254,13 @@ class DaemonCollector:
         weight = CounterMetricFamily("marketfeed_rest_weight", "REST request weight spent (the venue's rate-limit units)", labels=["venue"])
         adapter = CounterMetricFamily("marketfeed_adapter_counter", "The adapter's own counters (malformed frames, gaps, snapshots, ...)", labels=["venue", "counter"])
         runtime = CounterMetricFamily("marketfeed_runtime_counter", "The venue runtime's counters (connect failures, stale, rest errors, ...)", labels=["venue", "counter"])
+        current: set[int] = set()
         for runner in d.runners:
             venue = runner.venue
             open_now = 0
-            for i, link in enumerate(getattr(runner, "links", [])):
-                self._frames_seen[(venue, id(link))] = link.frames
+            for link in getattr(runner, "links", []):
+                current.add(id(link))
+                self._links.setdefault(id(link), (venue, link))
             for i, c in enumerate(runner.connections()):
                 name = str(i)
                 for s in CONNECTION_STATES:
@@ -272,9 +276,12 @@ class DaemonCollector:
                 adapter.add_metric([venue, name], n)
             for name, n in sorted(runner.counters.items()):
                 runtime.add_metric([venue, name], n)
-        by_venue: dict[str, int] = {}
-        for (venue, _), n in self._frames_seen.items():
-            by_venue[venue] = by_venue.get(venue, 0) + n
+        for key in [k for k in self._links if k not in current]:
+            venue, link = self._links.pop(key)
+            self._retired_frames[venue] = self._retired_frames.get(venue, 0) + link.frames
+        by_venue = dict(self._retired_frames)
+        for venue, link in self._links.values():
+            by_venue[venue] = by_venue.get(venue, 0) + link.frames
         for venue, n in sorted(by_venue.items()):
             frames.add_metric([venue], n)
         yield from (state, reconnects, conn_frames, frames, venue_reconnects, connections_open, rest, weight, adapter, runtime)

@@ -174,6 +174,18 @@ async def test_metrics_gap_and_health(tmp_path: Path) -> None:
         assert value(m, "marketfeed_ready") == 1
         code, out = await marketfeed_status(daemon.metrics_url)
         assert code == 0 and out.startswith("healthy"), out
+        # the server drops the connection: one reconnect, counted per venue and per connection
+        frames = value(m, "marketfeed_messages_total", venue="binance")
+        assert sim.kill_connections(SPOT) == 1
+
+        async def reconnected() -> dict | None:
+            m = await daemon.scrape()
+            return m if value(m, "marketfeed_reconnects_total", venue="binance") == 1 and \
+                value(m, "marketfeed_connections_open", venue="binance") == 1 else None
+
+        m = await poll(reconnected, "one reconnect")
+        assert value(m, "marketfeed_connection_reconnects_total", venue="binance", connection="0") == 1
+        assert value(m, "marketfeed_messages_total", venue="binance") >= frames
         # the dashboard only uses metric names this daemon exports
         check_dashboard((await daemon.get("/metrics"))[1])
         code = await daemon.stop()
@@ -233,6 +245,8 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
         usdm_conns = {id(c) for c in sim.open_connections(USDM)}
         spot_conns = {id(c) for c in sim.open_connections(SPOT)}
         assert usdm_conns and spot_conns
+        messages_before = value(await daemon.scrape(), "marketfeed_messages_total", venue="binance")
+        assert messages_before > 0
         # 1. add ETH-USDT to binance, remove sink b, add sink c
         config.write_text(
             venue_toml("binance", ["BTC-USDT", "ETH-USDT"], sim.ws_url, sim.rest_url) + usdm
@@ -247,6 +261,8 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
 
         m = await poll(eth_valid, "ETH-USDT synced after the reload")
         assert value(m, "marketfeed_config_reloads_total", result="ok") == 1
+        # the restarted venue's message counter carries on from before (a counter never goes back)
+        assert value(m, "marketfeed_messages_total", venue="binance") > messages_before
         assert value(m, "marketfeed_sink_written_total", sink=f"jsonl:{b}") is None  # sink b is gone
         assert value(m, "marketfeed_sink_written_total", sink=f"jsonl:{a}") > 0
         reloaded = daemon.log_events("config reloaded")
