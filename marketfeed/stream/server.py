@@ -43,8 +43,6 @@ from marketfeed.stream.messages import Ack, Error, Hello, Pong, Snapshot
 log = structlog.get_logger("marketfeed.stream")
 
 PROTOCOL_VERSION = 1
-TEXT = WSMsgType.TEXT
-BINARY = WSMsgType.BINARY
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013  # slow consumer
 Key = tuple[str, str, str | None]  # (kind, venue, symbol); symbol None: connection-level statuses
@@ -53,6 +51,21 @@ _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
 _json_decode = msgspec.json.Decoder()
 _msgpack_decode = msgspec.msgpack.Decoder()
+
+
+WRITE_LIMIT = 256 * 1024  # bytes in a connection's transport buffer before frames wait in its queue
+
+
+def ws_frame(payload: bytes, binary: bool) -> bytes:
+    """A complete, final, unmasked WebSocket frame (RFC 6455 5.2): what a server sends. Built once per
+    event and written as is to every subscriber's transport, instead of framing it per client."""
+    n = len(payload)
+    first = 0x82 if binary else 0x81
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return bytes((first, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((first, 127)) + n.to_bytes(8, "big") + payload
 
 
 def channel_name(key: Key) -> str:
@@ -67,7 +80,6 @@ class Client:
         self.ws = ws
         self.request = request
         self.binary = binary
-        self.opcode = BINARY if binary else TEXT
         self.grant = grant
         self.keys: dict[Key, set[str]] = {}  # subscribed key -> the channel strings that asked for it
         self.queue: deque[bytes] = deque()
@@ -85,11 +97,15 @@ class Client:
         self.writer: asyncio.Task[None] | None = None
         self.close_task: asyncio.Task[None] | None = None
         self.peer = request.remote
+        self.transport: asyncio.Transport | None = request.transport  # type: ignore[assignment]
 
     # -- sending -------------------------------------------------------------------------------------
 
     def encode(self, obj: Any) -> bytes:
-        return _msgpack.encode(obj) if self.binary else _json.encode(obj)
+        """``obj`` as a ready WebSocket frame in this client's format."""
+        if self.binary:
+            return ws_frame(_msgpack.encode(obj), True)
+        return ws_frame(_json.encode(obj), False)
 
     def send(self, obj: Any) -> None:
         """A reply or notice to this client (never dropped while a re-snapshot is pending)."""
@@ -107,6 +123,13 @@ class Client:
             if self.closing or (self.resync and not reply):
                 if not reply:
                     self.dropped += 1
+                return
+        if not queue:
+            # the common case: nothing waiting and room in the transport: write now, no task switch
+            transport = self.transport
+            if transport is not None and transport.get_write_buffer_size() <= WRITE_LIMIT and not transport.is_closing():
+                transport.write(frame)
+                self.sent += 1
                 return
         queue.append(frame)
         if len(queue) == 1:
@@ -158,7 +181,9 @@ class Client:
         self.wake.set()
 
     async def write_loop(self) -> None:
-        ws, queue, opcode = self.ws, self.queue, self.opcode
+        """Writes what waits in the queue, at the pace the client reads (transport flow control)."""
+        queue = self.queue
+        drain = getattr(self.request.protocol, "_drain_helper", None)
         try:
             while True:
                 if not queue:
@@ -167,9 +192,18 @@ class Client:
                     self.wake.clear()
                     await self.wake.wait()
                     continue
-                frame = queue.popleft()
-                await ws.send_frame(frame, opcode)
-                self.sent += 1
+                transport = self.transport
+                if transport is None or transport.is_closing():
+                    return
+                if transport.get_write_buffer_size() > WRITE_LIMIT:
+                    if drain is not None:
+                        await drain()  # until the transport resumes writing (below its low-water mark)
+                    if transport.get_write_buffer_size() > WRITE_LIMIT:
+                        await asyncio.sleep(0.005)
+                    continue
+                while queue and transport.get_write_buffer_size() <= WRITE_LIMIT:
+                    transport.write(queue.popleft())
+                    self.sent += 1
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             pass
         except Exception as exc:  # never take the server down with one client
@@ -317,15 +351,15 @@ class StreamServer:
             if not subs:
                 continue
             self.counters["events"] += 1
-            text = binary = None
+            text = binary = None  # each event is encoded and framed once per format
             for client in tuple(subs):
                 if client.binary:
                     if binary is None:
-                        binary = _msgpack.encode(e)
+                        binary = ws_frame(_msgpack.encode(e), True)
                     client.push(binary)
                 else:
                     if text is None:
-                        text = _json.encode(e)
+                        text = ws_frame(_json.encode(e), False)
                     client.push(text)
 
     # -- connections ---------------------------------------------------------------------------------
