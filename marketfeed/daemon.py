@@ -116,6 +116,7 @@ class Daemon:
         self._changed: asyncio.Event | None = None
         self._reload_lock: asyncio.Lock | None = None
         self._helpers: list[asyncio.Task[Any]] = []
+        self._reloads: set[asyncio.Task[bool]] = set()
         self.record: RecordConfig | None = config.record
         if record_dir is not None:
             base = config.record or RecordConfig(dir=str(record_dir))
@@ -351,8 +352,9 @@ class Daemon:
     def _on_sighup(self) -> None:
         log.info("reloading the config", signal="SIGHUP", path=str(self.config_path))
         task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
-        self._helpers.append(task)
-        task.add_done_callback(lambda t: self._helpers.remove(t) if t in self._helpers else None)
+        # not a helper: a shutdown waits for a reload in progress instead of cancelling it half-way
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def reload(self, config: Config | None = None) -> bool:
         """Load the config file again (or take ``config``) and apply the difference. A config that
@@ -496,8 +498,10 @@ class Daemon:
             log.info("venue stopped for reload", venue=venue)
 
     async def _shutdown(self, code: int) -> int:
-        tasks = self._tasks
         self.notifier.stopping("shutting down")
+        if self._reloads:  # let a reload finish: the runners it started or stopped are then known
+            await asyncio.wait(self._reloads, timeout=self.shutdown_timeout)
+        tasks = self._tasks
         # 1. stop intake: runners close their connections; the adapters' disconnect events still flow
         stops = [asyncio.create_task(r.stop()) for r in self.runners]
         _, pending = await asyncio.wait([*stops, *tasks], timeout=self.shutdown_timeout)
