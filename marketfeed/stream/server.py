@@ -32,7 +32,7 @@ import msgspec
 import structlog
 from aiohttp import WSMsgType, web
 
-from marketfeed.config import Config
+from marketfeed.config import Config, ConfigError
 from marketfeed.eventbooks import EventBooks
 from marketfeed.events import BOOK_INVALID, Book, Event, Status, Top, Trade
 from marketfeed.logging import RateLimitedLog
@@ -256,7 +256,10 @@ class StreamServer:
             raise ValueError("no [server] configuration")
         self.config = cfg
         self.books = books
-        self.auth = Authenticator(cfg)
+        try:
+            self.auth = Authenticator(cfg)
+        except ValueError as exc:  # a token variable not set, an unreadable key: the CLI says so, exit 2
+            raise ConfigError(str(exc)) from None
         self.routes: dict[Key, set[Client]] = {}
         self.clients: set[Client] = set()
         # what can be subscribed: kind -> venue -> symbols

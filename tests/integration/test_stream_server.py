@@ -379,3 +379,11 @@ async def test_client_with_token_requests_and_typed_events(fmt: str) -> None:
             assert (await client.next_event(5)).snapshot  # type: ignore[union-attr]
             assert client.book(V, "BTC-USDT") is not None
             assert client.channels == ["book:binance:BTC-USDT", "trade:binance:ETH-USDT"]
+
+
+def test_missing_token_variable_and_key_file_are_config_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MF_NO_SUCH_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="server.tokens\\[0\\].token_env: environment variable MF_NO_SUCH_TOKEN is not set"):
+        Harness(tokens=[TokenConfig(token_env="MF_NO_SUCH_TOKEN")])
+    with pytest.raises(ConfigError, match="server.jwt.rs256_public_key: .*No such file"):
+        Harness(jwt=JwtConfig(rs256_public_key=str(tmp_path / "missing.pem")))
