@@ -20,7 +20,7 @@ from typing import Any
 
 from marketfeed.config import Config
 from marketfeed.eventbooks import BookState, EventBooks
-from marketfeed.events import BOOK_INVALID, Book, Event, Status, Top
+from marketfeed.events import BOOK_INVALID, Event, Status, Top
 
 Key = tuple[str, str]
 
@@ -101,7 +101,8 @@ class TopCoalescer:
                 del self.pending[key]
                 state = self.books.get(*key)
                 if state is not None and state.valid:
-                    top = self._top(key, state, max(now, state.ts_recv))
+                    # emitted, as far as the interval goes, when it was due (a replay calls this late)
+                    top = self._top(key, state, max(deadline, state.ts_recv))
                     if top is not None:
                         out.append(top)
         return out
@@ -143,6 +144,21 @@ class DerivedFeed:
         if self.tops.pending:
             self._arm()
 
+    def derive(self, events: list[Event]) -> list[Event]:
+        """Replay (no timers, time is the events' own): the batch with the tops it makes, preceded
+        by the held-back tops whose interval ended before the batch's first event."""
+        if not events:
+            return events
+        held = self.tops.due(events[0].ts_recv - 1) if self.tops.pending else []
+        tops = self.tops.on_batch(events)
+        if held or tops:
+            return [*held, *events, *tops]
+        return events
+
+    def finish(self) -> list[Top]:
+        """Replay: the tops still held back at the end of the recording."""
+        return self.tops.due(2**63)
+
     def _arm(self) -> None:
         deadline = self.tops.next_deadline()
         if deadline is None or (self._timer is not None and self._timer_at is not None and self._timer_at <= deadline):
@@ -173,4 +189,4 @@ class DerivedFeed:
             self._timer = self._timer_at = None
 
 
-__all__ = ["DerivedFeed", "TopCoalescer", "TopRule", "top_rules", "Book"]
+__all__ = ["DerivedFeed", "TopCoalescer", "TopRule", "top_rules"]

@@ -125,3 +125,18 @@ def test_derived_feed_appends_tops_to_the_batch_for_every_output() -> None:
     assert a == b
     assert [type(e) for e in a] == [Book, Top]
     assert feed.books.get(V, S).snapshot().bids == [(10.0, 1.0)]  # type: ignore[union-attr]
+
+
+def test_replay_derive_uses_the_events_time() -> None:
+    config = parse_config('[venues.binance]\nsymbols = ["BTC-USDT"]\ntop = { depth = 1, min_interval = 0.1 }\n')
+    feed = DerivedFeed(config)
+    out: list = []
+    out += feed.derive([snap(1, [(10.0, 1.0)], [(11.0, 1.0)])])
+    out += feed.derive([diff(50 * MS, [(10.0, 2.0)], [], 2)])  # held: inside the interval
+    out += feed.derive([Trade(V, S, 300 * MS, None, "1", 10.0, 1.0, "buy")])  # later: the held top first
+    out += feed.derive([diff(310 * MS, [(10.0, 3.0)], [], 3)])  # more than 100 ms after the last top
+    out += feed.derive([diff(320 * MS, [(10.0, 4.0)], [], 4)])  # held again ...
+    out += feed.finish()  # ... until the end of the recording
+    kinds = [(type(e).__name__, e.seq if not isinstance(e, Trade) else None) for e in out]
+    assert kinds == [("Book", 1), ("Top", 1), ("Book", 2), ("Top", 2), ("Trade", None), ("Book", 3), ("Top", 3), ("Book", 4), ("Top", 4)]
+    assert [e.bids for e in out if isinstance(e, Top)] == [[(10.0, 1.0)], [(10.0, 2.0)], [(10.0, 3.0)], [(10.0, 4.0)]]
