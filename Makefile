@@ -17,13 +17,16 @@ PYTHON := $(shell for p in python3 python3.14 python3.13 python3.12 python3.11; 
 	then echo $$p; break; fi; done)
 endif
 
-.PHONY: help venv run test bench clean
+.PHONY: help venv run test bench clean demo reliability soak
 
 help:
 	@echo "make run     live Binance spot and USD-M to stdout ($(CONFIG))"
 	@echo "make test    the test suite (PYTEST_ARGS='-k name' to select)"
 	@echo "make bench   every benchmarks/bench_*.py"
 	@echo "make venv    create/refresh $(VENV) only"
+	@echo "make demo    every venue simulated on loopback, the daemon on them, the live stream (Ctrl-C stops)"
+	@echo "make reliability  the whole reliability suite with its slow tests; table in build/reliability-report.md"
+	@echo "make soak    minutes against the simulator: memory steady, no lost or duplicated events (SOAK_SECONDS=180)"
 
 venv: $(STAMP)
 
@@ -48,6 +51,19 @@ bench: $(STAMP)
 	@shopt -s nullglob; scripts=(benchmarks/bench_*.py); \
 	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks/bench_*.py found" >&2; exit 1; fi; \
 	for script in "$${scripts[@]}"; do echo "== $$script"; $(BIN)/python "$$script" || exit 1; done
+
+# the Binance spot books come from the real recording beside the checkout when there is one
+DEMO_CAPTURE ?= ../shared/captures/binance/spot-btcusdt-20240808.capture.jsonl.gz
+DEMO_ARGS ?=
+
+demo: $(STAMP)
+	$(BIN)/python -m marketfeed.simulate.demo --capture $(DEMO_CAPTURE) $(DEMO_ARGS)
+
+reliability: $(STAMP)
+	$(BIN)/python -m pytest -q tests/reliability --slow $(PYTEST_ARGS)
+
+soak: $(STAMP)
+	$(BIN)/python tests/reliability/soak.py
 
 clean:
 	rm -rf .pytest_cache build dist *.egg-info
