@@ -65,6 +65,11 @@ class NatsSink(NetworkSink):
         self._nc: Any = None
         self._js: Any = None
         self._stream_checked = False
+        self._inbox = ""
+        self._batch = 0
+        self._expected = self._acked = 0
+        self._nacks: list[str] = []
+        self._all_acked = asyncio.Event()
 
     async def _connect(self) -> None:
         import nats
@@ -85,7 +90,10 @@ class NatsSink(NetworkSink):
         except BaseException:
             await nc.close()
             raise
-        self._nc, self._js = nc, js
+        # acks come back on our own inbox: one subscription, replies numbered by batch
+        inbox = nc.new_inbox()
+        await nc.subscribe(f"{inbox}.>", cb=self._on_ack)
+        self._nc, self._js, self._inbox = nc, js, inbox
 
     async def _ensure_stream(self, js: Any) -> None:
         from nats.js.api import StreamConfig
@@ -112,20 +120,35 @@ class NatsSink(NetworkSink):
             )
 
     async def _send(self, events: list[Event], first: int) -> None:
-        js, subject, encode, run = self._js, self._subject, self._encode, self._run_id
-        acks = []
+        """Publish the whole batch with the reply subject ``<inbox>.<batch>`` and wait for every
+        JetStream ack. The client buffers the publishes and writes them in large socket writes (its
+        ``publish_async`` yields to the loop per message, one write each: 5x slower)."""
+        nc, subject, encode, run, inbox = self._nc, self._subject, self._encode, self._run_id, self._inbox
+        self._batch += 1
+        batch = self._batch
+        self._expected, self._acked, self._nacks = len(events), 0, []
+        self._all_acked = asyncio.Event()
+        reply = f"{inbox}.{batch}"
         for i, e in enumerate(events, first):
-            acks.append(await js.publish_async(
-                subject(e), encode(e), wait_stall=self.options.ack_timeout, headers={"Nats-Msg-Id": f"{run}-{i}"}
-            ))
-        await self._nc.flush(timeout=self.options.ack_timeout)
-        done, pending = await asyncio.wait(acks, timeout=self.options.ack_timeout)
-        for fut in pending:
-            fut.cancel()
-        if pending:
-            raise TimeoutError(f"{len(pending)} of {len(acks)} publishes not acknowledged in {self.options.ack_timeout} s")
-        for fut in done:
-            fut.result()  # a negative ack raises
+            await nc.publish(subject(e), encode(e), reply=reply, headers={"Nats-Msg-Id": f"{run}-{i}"})
+        try:
+            await asyncio.wait_for(self._all_acked.wait(), self.options.ack_timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"{self._expected - self._acked} of {self._expected} publishes not acknowledged in {self.options.ack_timeout} s"
+            ) from None
+        if self._nacks:
+            raise RuntimeError(f"JetStream refused {len(self._nacks)} messages, e.g. {self._nacks[0]}")
+
+    async def _on_ack(self, msg: Any) -> None:
+        if msg.subject != f"{self._inbox}.{self._batch}":
+            return  # a late ack of a batch that already failed (it is being sent again)
+        data = msg.data
+        if b'"error"' in data:
+            self._nacks.append(data.decode(errors="replace"))
+        self._acked += 1
+        if self._acked >= self._expected:
+            self._all_acked.set()
 
     async def _disconnect(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
