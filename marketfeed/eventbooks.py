@@ -17,7 +17,7 @@ WINDOW = 64  # best levels kept sorted per side (marketfeed.book.TopWindowSide);
 
 
 class BookState:
-    __slots__ = ("venue", "symbol", "book", "valid", "seq", "ts_recv", "ts_exchange", "checksum", "reason")
+    __slots__ = ("book", "checksum", "reason", "seq", "symbol", "ts_exchange", "ts_recv", "valid", "venue")
 
     def __init__(self, venue: str, symbol: str) -> None:
         self.venue = venue

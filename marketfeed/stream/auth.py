@@ -29,7 +29,7 @@ class AuthError(Exception):
 class Grant:
     """What an accepted token allows: channel patterns, until ``expires`` (epoch seconds, or None)."""
 
-    __slots__ = ("name", "patterns", "expires")
+    __slots__ = ("expires", "name", "patterns")
 
     def __init__(self, name: str, patterns: list[str], expires: float | None) -> None:
         self.name = name
@@ -81,13 +81,13 @@ RSA_OID = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1 rsaEncrypt
 
 def load_rsa_public_key(pem: str) -> tuple[int, int]:
     """(n, e) from a PEM ``PUBLIC KEY`` (SubjectPublicKeyInfo) or ``RSA PUBLIC KEY`` (PKCS#1)."""
-    m = re.search(r"-----BEGIN (RSA )?PUBLIC KEY-----(.*?)-----END \1?PUBLIC KEY-----", pem, re.S)
+    m = re.search(r"-----BEGIN (RSA )?PUBLIC KEY-----(.*?)-----END \1?PUBLIC KEY-----", pem, re.DOTALL)
     if m is None:
         raise ValueError("no PEM public key found")
     der = base64.b64decode("".join(m.group(2).split()))
     if m.group(1) is None:  # SPKI: SEQUENCE { SEQUENCE { OID, NULL }, BIT STRING { RSAPublicKey } }
         tag, spki, _ = _der_read(der, 0)
-        tag_alg, alg, pos = _der_read(spki, 0)
+        _, alg, pos = _der_read(spki, 0)
         _, oid, _ = _der_read(alg, 0)
         if oid != RSA_OID:
             raise ValueError("not an RSA public key")

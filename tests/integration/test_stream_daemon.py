@@ -25,7 +25,6 @@ async def sim():
 
 async def read_until(client: StreamClient, condition, what: str, seen: list | None = None, timeout: float = 10.0):
     """Consume events until ``condition(event)`` holds (a deadline, not a timed assertion)."""
-    import asyncio
     import time
 
     deadline = time.monotonic() + timeout
@@ -35,7 +34,7 @@ async def read_until(client: StreamClient, condition, what: str, seen: list | No
             pytest.fail(f"timed out waiting for: {what}")
         try:
             event = await client.next_event(left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pytest.fail(f"timed out waiting for: {what}")
         if seen is not None:
             seen.append(event)

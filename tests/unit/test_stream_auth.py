@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from marketfeed.options import JwtConfig, ServerConfig, TokenConfig
-from marketfeed.stream.auth import Authenticator, AuthError, load_rsa_public_key, make_hs256_jwt
+from marketfeed.stream.auth import (
+    Authenticator,
+    AuthError,
+    load_rsa_public_key,
+    make_hs256_jwt,
+)
 
 SECRET = "s" * 40
 NOW = 1_800_000_000.0
