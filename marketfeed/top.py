@@ -131,12 +131,14 @@ class DerivedFeed:
         self.books = EventBooks()
         self.tops = TopCoalescer(top_rules(config), self.books)
         self.outputs: list[Output] = list(outputs or [])
+        # without tops or a stream nothing reads the books: do not pay for keeping them
+        self.active = bool(self.tops.rules) or config.server is not None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def publish(self, events: list[Event]) -> None:
-        tops = self.tops.on_batch(events)
+        tops = self.tops.on_batch(events) if self.active else None
         if tops:
             events = [*events, *tops]
         for output in self.outputs:
@@ -147,7 +149,7 @@ class DerivedFeed:
     def derive(self, events: list[Event]) -> list[Event]:
         """Replay (no timers, time is the events' own): the batch with the tops it makes, preceded
         by the held-back tops whose interval ended before the batch's first event."""
-        if not events:
+        if not events or not self.active:
             return events
         held = self.tops.due(events[0].ts_recv - 1) if self.tops.pending else []
         tops = self.tops.on_batch(events)
