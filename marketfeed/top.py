@@ -146,6 +146,14 @@ class DerivedFeed:
         if self.tops.pending:
             self._arm()
 
+    def reconfigure(self, config: Config) -> None:
+        """New top settings (after a reload): the books and the state of unchanged symbols are kept."""
+        rules = top_rules(config)
+        for key in [k for k in self.tops.pending if k not in rules]:
+            del self.tops.pending[key]
+        self.tops.rules = rules
+        self.active = bool(rules) or config.server is not None or self.active
+
     def derive(self, events: list[Event]) -> list[Event]:
         """Replay (no timers, time is the events' own): the batch with the tops it makes, preceded
         by the held-back tops whose interval ended before the batch's first event."""

@@ -262,22 +262,28 @@ class StreamServer:
             raise ConfigError(str(exc)) from None
         self.routes: dict[Key, set[Client]] = {}
         self.clients: set[Client] = set()
-        # what can be subscribed: kind -> venue -> symbols
-        self.catalog: dict[str, dict[str, list[str]]] = {k: {} for k in STREAM_KINDS}
-        for venue, vc in config.venues.items():
-            if "trades" in vc.channels:
-                self.catalog["trade"][venue] = list(vc.symbols)
-            if "book" in vc.channels:
-                self.catalog["book"][venue] = list(vc.symbols)
-                tops = [s for s in vc.symbols if (vc.top_symbols.get(s, vc.top) or None) is not None and vc.top_symbols.get(s, vc.top).enabled]  # type: ignore[union-attr]
-                if tops:
-                    self.catalog["top"][venue] = tops
-            self.catalog["status"][venue] = list(vc.symbols)
+        self.catalog: dict[str, dict[str, list[str]]] = {}
+        self.update_venues(config)
         self.counters = {"connections": 0, "rejected": 0, "client_errors": 0, "slow_clients": 0, "resnapshots": 0, "events": 0}
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.port: int | None = None
         self._log = RateLimitedLog(log, interval_s=10.0)
+
+    def update_venues(self, config: Config) -> None:
+        """What can be subscribed (kind -> venue -> symbols), from the venues of ``config``; call it
+        again after a reload changed the venues or symbols (existing subscriptions are kept)."""
+        catalog: dict[str, dict[str, list[str]]] = {k: {} for k in STREAM_KINDS}
+        for venue, vc in config.venues.items():
+            if "trades" in vc.channels:
+                catalog["trade"][venue] = list(vc.symbols)
+            if "book" in vc.channels:
+                catalog["book"][venue] = list(vc.symbols)
+                tops = [s for s in vc.symbols if (tc := vc.top_symbols.get(s, vc.top)) is not None and tc.enabled]
+                if tops:
+                    catalog["top"][venue] = tops
+            catalog["status"][venue] = list(vc.symbols)
+        self.catalog = catalog
 
     # -- lifecycle -----------------------------------------------------------------------------------
 

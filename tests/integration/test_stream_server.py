@@ -387,3 +387,11 @@ def test_missing_token_variable_and_key_file_are_config_errors(monkeypatch: pyte
         Harness(tokens=[TokenConfig(token_env="MF_NO_SUCH_TOKEN")])
     with pytest.raises(ConfigError, match="server.jwt.rs256_public_key: .*No such file"):
         Harness(jwt=JwtConfig(rs256_public_key=str(tmp_path / "missing.pem")))
+
+
+async def test_update_venues_after_a_reload() -> None:
+    async with Harness() as h:
+        ws = await h.connect()
+        assert (await request(ws, op="subscribe", channels=["trade:kraken:BTC-USD"], id=1))["code"] == "unknown_channel"
+        h.server.update_venues(Config(venues={"kraken": VenueConfig(symbols=["BTC-USD"])}, sinks=[]))
+        assert (await request(ws, op="subscribe", channels=["trade:kraken:BTC-USD"], id=2))["type"] == "ack"

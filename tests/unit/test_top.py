@@ -140,3 +140,15 @@ def test_replay_derive_uses_the_events_time() -> None:
     kinds = [(type(e).__name__, e.seq if not isinstance(e, Trade) else None) for e in out]
     assert kinds == [("Book", 1), ("Top", 1), ("Book", 2), ("Top", 2), ("Trade", None), ("Book", 3), ("Top", 3), ("Book", 4), ("Top", 4)]
     assert [e.bids for e in out if isinstance(e, Top)] == [[(10.0, 1.0)], [(10.0, 2.0)], [(10.0, 3.0)], [(10.0, 4.0)]]
+
+
+def test_reconfigure_changes_the_rules_and_keeps_the_books() -> None:
+    feed = DerivedFeed(parse_config('[venues.binance]\nsymbols = ["BTC-USDT"]\n[server]\n'))
+    out: list = []
+    feed.outputs.append(out.extend)
+    feed.publish([snap(1, [(10.0, 1.0)], [(11.0, 1.0)])])
+    assert [type(e) for e in out] == [Book]
+    feed.reconfigure(parse_config('[venues.binance]\nsymbols = ["BTC-USDT"]\ntop = { depth = 1, min_interval = 0 }\n[server]\n'))
+    feed.publish([diff(2, [(10.0, 2.0)], [], 2)])
+    assert [type(e) for e in out] == [Book, Book, Top]
+    assert out[-1].bids == [(10.0, 2.0)]
