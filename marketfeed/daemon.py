@@ -416,6 +416,8 @@ class Daemon:
             await self._stop_runner(name)
             self.observer.forget(name)
         self.config = msgspec_replace(new, **kept)
+        if self.stream is not None:  # new venues and symbols can be subscribed (top settings: at restart)
+            self.stream.update_venues(self.config)
         if self.recorder is not None and added:
             self.recorder.venues.extend(added)
             self.recorder.rotate()  # the new file's header names every venue it may hold
