@@ -28,7 +28,6 @@ class Notifier:
         self.watchdog_interval = _watchdog_interval(env)
         self._sock: socket.socket | None = None
         self._failed = False
-        self.sent: list[str] = []  # the last messages, for tests and `status` (kept short)
 
     @property
     def enabled(self) -> bool:
@@ -60,7 +59,6 @@ class Notifier:
                 self._failed = True
             return False
         self._failed = False
-        self.sent = [*self.sent[-9:], payload]
         return True
 
     def ready(self, status: str | None = None) -> bool:
