@@ -93,6 +93,8 @@ class Client:
         self.last_message = time.monotonic()
         self.resnapshots: deque[float] = deque()
         self.sent = 0
+        self.pending: list[bytes] = []  # frames to write at the end of this loop iteration
+        self.pending_bytes = 0
         self.dropped = 0
         self.writer: asyncio.Task[None] | None = None
         self.close_task: asyncio.Task[None] | None = None
@@ -125,11 +127,16 @@ class Client:
                     self.dropped += 1
                 return
         if not queue:
-            # the common case: nothing waiting and room in the transport: write now, no task switch
+            # the common case: nothing waiting and room in the transport. The frame is written at the
+            # end of this loop iteration together with any others published meanwhile: one system
+            # call per client for everything ready at once (a saturated loop batches by itself), no
+            # task switch, and no delay when it is idle.
             transport = self.transport
-            if transport is not None and transport.get_write_buffer_size() <= WRITE_LIMIT and not transport.is_closing():
-                transport.write(frame)
-                self.sent += 1
+            if transport is not None and transport.get_write_buffer_size() + self.pending_bytes <= WRITE_LIMIT:
+                if not self.pending:
+                    self.server.mark_dirty(self)
+                self.pending.append(frame)
+                self.pending_bytes += len(frame)
                 return
         queue.append(frame)
         if len(queue) == 1:
@@ -180,6 +187,19 @@ class Client:
             self.queue.append(self.encode(Status(key[1], key[2], time.time_ns(), BOOK_INVALID, f"no valid book: {reason}")))
         self.wake.set()
 
+    def flush(self) -> None:
+        """Write the frames held for this loop iteration (in order, before anything queued after them)."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        self.pending_bytes = 0
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        self.sent += len(pending)
+
     async def write_loop(self) -> None:
         """Writes what waits in the queue, at the pace the client reads (transport flow control)."""
         queue = self.queue
@@ -201,6 +221,7 @@ class Client:
                     if transport.get_write_buffer_size() > WRITE_LIMIT:
                         await asyncio.sleep(0.005)
                     continue
+                self.flush()
                 while queue and transport.get_write_buffer_size() <= WRITE_LIMIT:
                     transport.write(queue.popleft())
                     self.sent += 1
@@ -221,6 +242,7 @@ class Client:
         """Send what is queued (the error that explains the close), then the close frame; a client that
         does not read within a second is cut off."""
         try:
+            self.flush()
             if self.writer is not None and not self.writer.done():
                 await asyncio.wait_for(asyncio.shield(self.writer), 1.0)
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 1.0)
@@ -264,11 +286,25 @@ class StreamServer:
         self.clients: set[Client] = set()
         self.catalog: dict[str, dict[str, list[str]]] = {}
         self.update_venues(config)
+        self._dirty: list[Client] = []  # clients with frames held for the end of this iteration
         self.counters = {"connections": 0, "rejected": 0, "client_errors": 0, "slow_clients": 0, "resnapshots": 0, "events": 0}
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.port: int | None = None
         self._log = RateLimitedLog(log, interval_s=10.0)
+
+    def mark_dirty(self, client: Client) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush_dirty)
+        self._dirty.append(client)
+
+    def _flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for client in dirty:
+            try:
+                client.flush()
+            except Exception as exc:  # one broken transport must not stop the others' writes
+                self._log.warning(("flush", type(exc).__name__), time.time_ns(), "stream write failed", peer=client.peer, error=repr(exc))
 
     def update_venues(self, config: Config) -> None:
         """What can be subscribed (kind -> venue -> symbols), from the venues of ``config``; call it
