@@ -122,7 +122,8 @@ class StreamClient:
         if self._session is not None:
             await self._session.close()
         self._fail_pending(StreamError("closed", "client closed"))
-        self._queue.put_nowait(_CLOSED) if not self._queue.full() else None
+        if not self._queue.full():  # ends an iteration in progress
+            self._queue.put_nowait(_CLOSED)
 
     # -- requests ------------------------------------------------------------------------------------
 

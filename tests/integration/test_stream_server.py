@@ -395,3 +395,25 @@ async def test_update_venues_after_a_reload() -> None:
         assert (await request(ws, op="subscribe", channels=["trade:kraken:BTC-USD"], id=1))["code"] == "unknown_channel"
         h.server.update_venues(Config(venues={"kraken": VenueConfig(symbols=["BTC-USD"])}, sinks=[]))
         assert (await request(ws, op="subscribe", channels=["trade:kraken:BTC-USD"], id=2))["type"] == "ack"
+
+
+async def test_status_channels_and_connection_level_statuses() -> None:
+    async with Harness() as h:
+        statuses = await h.connect()
+        book = await h.connect()
+        assert (await request(statuses, op="subscribe", channels=["status:binance:*"], id=1))["channels"] == [
+            "status:binance:*", "status:binance:BTC-USDT", "status:binance:ETH-USDT",
+        ]
+        await request(book, op="subscribe", channels=["book:binance:ETH-USDT"], id=1)
+        assert (await recv(book))["state"] == BOOK_INVALID  # no book yet
+        h.feed.publish([
+            Status(V, None, 1, "connected"),
+            Status(V, "ETH-USDT", 2, "subscribed"),
+            Status("okx", None, 3, "connected"),
+        ])
+        got = [await recv(statuses), await recv(statuses)]
+        assert [(m["symbol"], m["state"]) for m in got] == [(None, "connected"), ("ETH-USDT", "subscribed")]
+        # the book channel carries its symbol's statuses only, once
+        assert (await recv(book))["state"] == "subscribed"
+        assert (await request(book, op="ping", id=2))["type"] == "pong"
+        assert (await request(statuses, op="ping", id=2))["type"] == "pong"
