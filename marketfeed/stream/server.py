@@ -340,8 +340,8 @@ class StreamServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port, ssl_context=ctx)
         await site.start()
-        server = site._server
-        self.port = server.sockets[0].getsockname()[1] if server is not None and server.sockets else cfg.port  # type: ignore[union-attr]
+        addresses = self._runner.addresses  # the bound port when the config says 0
+        self.port = int(addresses[0][1]) if addresses else cfg.port
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         log.info("stream listening", url=self.url, auth="required" if self.auth.required else "open")
 
