@@ -7,7 +7,7 @@ from marketfeed.config import JsonlSinkConfig, StdoutSinkConfig
 from marketfeed.sinks.base import Sink
 
 
-class stdout:  # noqa: N801 - named after the sink type
+class stdout:
     Options = StdoutSinkConfig
 
     @staticmethod
@@ -17,7 +17,7 @@ class stdout:  # noqa: N801 - named after the sink type
         return StdoutSink()
 
 
-class jsonl:  # noqa: N801
+class jsonl:
     Options = JsonlSinkConfig
 
     @staticmethod

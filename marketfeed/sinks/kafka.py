@@ -13,7 +13,15 @@ import asyncio
 from typing import Any
 
 from marketfeed.events import Event
-from marketfeed.sinks.network import NO_SYMBOL, TYPE_NAMES, NetworkSink, NetworkSinkOptions, Names, check_format, encoder
+from marketfeed.sinks.network import (
+    NO_SYMBOL,
+    TYPE_NAMES,
+    Names,
+    NetworkSink,
+    NetworkSinkOptions,
+    check_format,
+    encoder,
+)
 
 
 class KafkaSinkConfig(NetworkSinkOptions):

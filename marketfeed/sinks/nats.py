@@ -21,7 +21,13 @@ from typing import Any
 import msgspec
 
 from marketfeed.events import Event
-from marketfeed.sinks.network import NetworkSink, NetworkSinkOptions, Names, check_format, encoder
+from marketfeed.sinks.network import (
+    Names,
+    NetworkSink,
+    NetworkSinkOptions,
+    check_format,
+    encoder,
+)
 
 
 class NatsSinkConfig(NetworkSinkOptions):

@@ -15,7 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from marketfeed.events import Event
-from marketfeed.sinks.network import NetworkSink, NetworkSinkOptions, Names, check_format, encoder
+from marketfeed.sinks.network import (
+    Names,
+    NetworkSink,
+    NetworkSinkOptions,
+    check_format,
+    encoder,
+)
 
 
 class RedisSinkConfig(NetworkSinkOptions):

@@ -18,7 +18,6 @@ import msgspec
 from marketfeed.events import Book, Event, Trade
 from marketfeed.shard import parse_env, shard_of, split
 from marketfeed.simulate.binance import SPOT, BinanceSimulator, SymbolSpec
-from tests.integration.live import wait_until
 
 BASES = ["BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "LTC", "DOT"]
 SYMBOLS = [f"{b}-USDT" for b in BASES]
