@@ -127,12 +127,13 @@ class DerivedFeed:
     """What the runners publish into: keeps the event books, adds tops, fans each batch out to the
     outputs in order (synchronously: the books are current when any output sees the batch)."""
 
-    def __init__(self, config: Config, outputs: list[Output] | None = None) -> None:
+    def __init__(self, config: Config, outputs: list[Output] | None = None, keep_books: bool = True) -> None:
+        """``keep_books`` False (a replay with no tops configured): no books are kept unless tops or
+        the stream need them. The daemon keeps them always: a sink added by a reload starts from them."""
         self.books = EventBooks()
         self.tops = TopCoalescer(top_rules(config), self.books)
         self.outputs: list[Output] = list(outputs or [])
-        # without tops or a stream nothing reads the books: do not pay for keeping them
-        self.active = bool(self.tops.rules) or config.server is not None
+        self.active = keep_books or bool(self.tops.rules) or config.server is not None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
