@@ -48,7 +48,10 @@ async def replay_into_sinks(
     """Replay ``paths`` (adapters configured by ``config``) into ``config.sinks``. ``pace(emit, flush)``
     wraps the emitter (``--speed``); ``flush`` hands over the events collected so far at once."""
     from marketfeed.replay import replay_to
+    from marketfeed.top import DerivedFeed
 
+    # the configured top events, derived on the replay's own clock (the events' ts_recv), as live
+    derived = DerivedFeed(config, keep_books=False)
     bus = Bus()
     for options in config.sinks:
         bus.add_sink(make_sink(options), options.queue_size, "block")
@@ -65,6 +68,7 @@ async def replay_into_sinks(
             chunk.clear()
 
     def emit(events: list[Event]) -> None:
+        events = derived.derive(events)
         total[0] += len(events)
         chunk.extend(events)
         if len(chunk) >= CHUNK:
@@ -75,6 +79,9 @@ async def replay_into_sinks(
     def work() -> None:
         try:
             result.append(replay_to(paths, pace(emit, flush) if pace else emit, config))
+            tail = derived.finish()  # tops still held back when the recording ends
+            total[0] += len(tail)
+            chunk.extend(tail)
             flush()
             handoff.put(done)
         except BaseException as exc:  # handed to the event loop, which raises it

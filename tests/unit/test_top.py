@@ -152,3 +152,32 @@ def test_reconfigure_changes_the_rules_and_keeps_the_books() -> None:
     feed.publish([diff(2, [(10.0, 2.0)], [], 2)])
     assert [type(e) for e in out] == [Book, Book, Top]
     assert out[-1].bids == [(10.0, 2.0)]
+
+
+async def test_replay_into_sinks_carries_the_configured_tops(tmp_path) -> None:
+    """A replay of the project's own Binance fixture into a JSONL sink: each top is the top of the
+    book rebuilt from the book events before it, and there are fewer tops than updates."""
+    from marketfeed.events import decode
+    from marketfeed.sinks.replay import replay_into_sinks
+    from tests.helpers import REPO, ConsumerBooks
+
+    out = tmp_path / "events.jsonl"
+    config = parse_config(
+        f'[venues.binance]\nsymbols = ["BTC-USDT", "ETH-USDT"]\ntop = {{ depth = 3, min_interval = 0.2 }}\n'
+        f'[[sinks]]\ntype = "jsonl"\npath = "{out}"\n'
+    )
+    await replay_into_sinks([REPO / "fixtures" / "binance-spot-sim.capture.jsonl.gz"], config)
+    books = ConsumerBooks()
+    tops = diffs = 0
+    for line in out.read_bytes().splitlines():
+        event = decode(line)
+        books.apply(event)
+        if isinstance(event, Top):
+            tops += 1
+            key = (event.venue, event.symbol)
+            assert books.valid[key]
+            assert (event.bids, event.asks) == books.books[key].top(3)
+        elif isinstance(event, Book) and not event.snapshot:
+            diffs += 1
+    assert books.violations == []
+    assert 0 < tops < diffs  # coalesced: fewer tops than updates
