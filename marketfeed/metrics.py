@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -201,6 +201,9 @@ class DaemonCollector:
         yield from self._feed(obs)
         yield from self._venues(d)
         yield from self._sinks(d)
+        info = GaugeMetricFamily("marketfeed_info", "Always 1; the version as a label", labels=["version"])
+        info.add_metric([_version()], 1.0)
+        yield info
         up = GaugeMetricFamily("marketfeed_ready", "1 once start-up is over (every connection open or ready_timeout passed)")
         up.add_metric([], 1.0 if d.ready else 0.0)
         yield up
@@ -322,6 +325,15 @@ class DaemonCollector:
         yield from (stream_clients, stream_counters)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("marketfeed")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 class MetricsServer:
     """The aiohttp server for /metrics, /health and /ready."""
 
@@ -331,6 +343,8 @@ class MetricsServer:
         self.port = port
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(daemon))
+        # CPU seconds, resident memory, open file descriptors, start time: marketfeed_process_*
+        ProcessCollector(namespace="marketfeed", registry=self.registry)
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)

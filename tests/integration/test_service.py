@@ -172,6 +172,9 @@ async def test_metrics_gap_and_health(tmp_path: Path) -> None:
         assert value(m, "marketfeed_sink_queue_depth", sink=sink) is not None
         assert value(m, "marketfeed_last_message_age_seconds", venue="binance", symbol="BTC-USDT") < 60
         assert value(m, "marketfeed_ready") == 1
+        assert value(m, "marketfeed_info", version="0.1.0") == 1
+        assert value(m, "marketfeed_process_resident_memory_bytes") > 0
+        assert value(m, "marketfeed_process_open_fds") > 0
         code, out = await marketfeed_status(daemon.metrics_url)
         assert code == 0 and out.startswith("healthy"), out
         # the server drops the connection: one reconnect, counted per venue and per connection
@@ -293,6 +296,20 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
         assert {id(c) for c in sim.open_connections(USDM)} == usdm_conns
         assert daemon.proc is not None and daemon.proc.returncode is None
         assert b.stat().st_size == size_b
+        # 3. valid TOML that the adapter refuses (Binance spot snapshots go up to 5000 levels): kept too
+        config.write_text(venue_toml("binance", ["BTC-USDT"], sim.ws_url, sim.rest_url).replace("depth = 100", "depth = 6000") + usdm + tail)
+        daemon.signal(signal.SIGHUP)
+
+        async def refused_twice() -> dict | None:
+            m = await daemon.scrape()
+            return m if value(m, "marketfeed_config_reloads_total", result="failed") == 2 else None
+
+        m = await poll(refused_twice, "the refused depth")
+        failed = daemon.log_events("config reload failed: the running config is kept")
+        assert len(failed) == 2 and "venues.binance.depth" in failed[1]["error"]
+        assert value(m, "marketfeed_book_valid", venue="binance", symbol="ETH-USDT") == 1
+        assert value(m, "marketfeed_sink_written_total", sink=f"jsonl:{c}") > 0
+        assert {id(c) for c in sim.open_connections(USDM)} == usdm_conns
         code = await daemon.stop()
     finally:
         await sim.stop()
