@@ -43,6 +43,8 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
+from marketfeed.simulate.faults import close_conn, kill, send_frame
+
 log = structlog.get_logger("marketfeed.simulate.binance")
 
 SPOT = "spot"
@@ -382,7 +384,7 @@ class BinanceSimulator:
         self.app = self._make_app()
 
     @classmethod
-    def from_capture(cls, paths: list[Any], market: str, **kwargs: Any) -> "BinanceSimulator":
+    def from_capture(cls, paths: list[Any], market: str, **kwargs: Any) -> BinanceSimulator:
         """A server whose ``market`` ("spot" or "usdm") books replay a recording (see ``ReplayedBook``);
         the other market keeps the seeded defaults."""
         from marketfeed.simulate.replayed import load_capture
@@ -520,12 +522,7 @@ class BinanceSimulator:
         for c in self.open_connections(market):
             if route is not None and c.route != route:
                 continue
-            transport = c.request.transport
-            if transport is not None:
-                transport.abort()
-                n += 1
-            c.closed = True
-            c.close_reason = "killed"
+            n += kill(c)
         return n
 
     async def server_shutdown(self, market: str = SPOT, close_after: float | None = None) -> int:
@@ -674,21 +671,10 @@ class BinanceSimulator:
         return out
 
     async def _send(self, conn: SimConnection, text: str) -> None:
-        try:
-            await conn.ws.send_str(text)
-            conn.frames_sent += 1
-        except Exception:  # the client went away; its handler notices and cleans up
-            conn.closed = True
+        await send_frame(conn, text)  # a client gone away: its handler notices and cleans up
 
     async def _close(self, conn: SimConnection, code: int, reason: str) -> None:
-        conn.closed = True
-        conn.close_reason = reason
-        try:
-            await asyncio.wait_for(conn.ws.close(code=code, message=reason.encode()), 2.0)
-        except Exception:
-            transport = conn.request.transport
-            if transport is not None:
-                transport.abort()
+        await close_conn(conn, code, reason)
 
     # -- WebSocket ----------------------------------------------------------------------------------
 
@@ -786,11 +772,8 @@ class BinanceSimulator:
         if len(window) > self.incoming_limit[conn.market]:
             self.rate_limit_disconnects += 1
             log.warning("simulator: client over the incoming message limit", conn=conn.id, messages=len(window))
-            conn.closed = True
+            kill(conn)
             conn.close_reason = "too many messages"
-            transport = conn.request.transport
-            if transport is not None:
-                transport.abort()
             return False
         return True
 

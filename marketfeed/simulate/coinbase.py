@@ -35,11 +35,13 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
+
+from marketfeed.simulate.faults import close_conn, kill, send_frame
 
 log = structlog.get_logger("marketfeed.simulate.coinbase")
 
@@ -57,7 +59,7 @@ def _now_text(ns: int | None = None) -> str:
     """RFC 3339 with nanoseconds, as Coinbase stamps its envelopes."""
     ns = time.time_ns() if ns is None else ns
     seconds, frac = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
 
 
 @dataclass
@@ -330,11 +332,7 @@ class CoinbaseSimulator:
         """Drop every open connection's TCP stream without a close frame."""
         killed = 0
         for c in self.open_connections():
-            c.closed = True
-            c.close_reason = "killed"
-            transport = c.request.transport
-            if transport is not None:
-                transport.abort()
+            kill(c)
             killed += 1
         return killed
 
@@ -385,7 +383,7 @@ class CoinbaseSimulator:
             await asyncio.sleep(self.heartbeat_interval)
             if self.heartbeats_stopped:
                 continue
-            now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f +0000 UTC")
+            now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f +0000 UTC")
             for c in self.connections:
                 if not c.closed and "heartbeats" in c.subscriptions:
                     c.heartbeat_counter += 1
@@ -501,18 +499,7 @@ class CoinbaseSimulator:
                 await self._send(conn, frame)
 
     async def _send(self, conn: SimConnection, text: str) -> None:
-        try:
-            await conn.ws.send_str(text)
-            conn.frames_sent += 1
-        except Exception:  # the client went away; the handler notices and cleans up
-            conn.closed = True
+        await send_frame(conn, text)  # a client gone away: the handler notices and cleans up
 
     async def _close(self, conn: SimConnection, code: int, reason: str) -> None:
-        conn.closed = True
-        conn.close_reason = reason
-        try:
-            await asyncio.wait_for(conn.ws.close(code=code, message=reason.encode()), 2.0)
-        except Exception:
-            transport = conn.request.transport
-            if transport is not None:
-                transport.abort()
+        await close_conn(conn, code, reason)

@@ -20,7 +20,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from marketfeed.simulate.serve import VENUES, capture_venue, config_toml, parse_venue_faults, start_venues, stop_venues
+from marketfeed.simulate.serve import (
+    VENUES,
+    capture_venue,
+    config_toml,
+    parse_venue_faults,
+    start_venues,
+    stop_venues,
+)
 
 LINES_PER_SECOND = 8  # of the live stream; every event is counted in the summary
 

@@ -109,7 +109,7 @@ async def send_text(ws: web.WebSocketResponse, text: str) -> bool:
     try:
         await ws.send_str(text)
         return True
-    except Exception:
+    except (ConnectionError, RuntimeError):  # closing or reset by the peer
         return False
 
 
@@ -117,8 +117,31 @@ async def close_ws(ws: web.WebSocketResponse, request: web.Request, code: int, r
     """Close with a close frame; a peer that does not answer within ``timeout`` loses its TCP connection."""
     try:
         await asyncio.wait_for(ws.close(code=code, message=reason.encode()), timeout)
-    except Exception:
+    except (TimeoutError, ConnectionError, RuntimeError):  # a peer that does not answer, or is gone
         abort_transport(request)
+
+
+def kill(conn: Any) -> bool:
+    """A server connection (``ws``, ``request``, ``closed``, ``close_reason``) killed: TCP dropped, no close frame."""
+    conn.closed = True
+    conn.close_reason = "killed"
+    return abort_transport(conn.request)
+
+
+async def send_frame(conn: Any, text: str) -> bool:
+    """Send on a server connection, counting ``frames_sent``; a failed send marks it closed."""
+    if await send_text(conn.ws, text):
+        conn.frames_sent += 1
+        return True
+    conn.closed = True
+    return False
+
+
+async def close_conn(conn: Any, code: int, reason: str) -> None:
+    """Close a server connection with a close frame (see ``close_ws``)."""
+    conn.closed = True
+    conn.close_reason = reason
+    await close_ws(conn.ws, conn.request, code, reason)
 
 
 # -- per venue -----------------------------------------------------------------------------------------
@@ -382,8 +405,8 @@ class RefusingListener:
             await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
             writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             await writer.drain()
-        except Exception:
-            pass
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # a client that gave up first: refused all the same
         finally:
             writer.close()
 

@@ -30,6 +30,8 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
+from marketfeed.simulate.faults import close_conn, kill, send_frame
+
 log = structlog.get_logger("marketfeed.simulate.kraken")
 
 DEPTHS = (10, 25, 100, 500, 1000)
@@ -381,12 +383,7 @@ class KrakenSimulator:
         """Drop every open TCP connection without a close frame."""
         n = 0
         for c in self.open_connections():
-            transport = c.request.transport
-            if transport is not None:
-                transport.abort()
-                n += 1
-            c.closed = True
-            c.close_reason = "killed"
+            n += kill(c)
         return n
 
     def stall(self) -> list[SimConnection]:
@@ -485,22 +482,11 @@ class KrakenSimulator:
     async def _send(self, conn: SimConnection, text: str) -> None:
         if conn.closed or conn.stalled:
             return
-        try:
-            await conn.ws.send_str(text)
-            conn.frames_sent += 1
+        if await send_frame(conn, text):  # a client gone away: its handler cleans up
             conn.last_sent = time.monotonic()
-        except Exception:  # the client went away; its handler cleans up
-            conn.closed = True
 
     async def _close(self, conn: SimConnection, code: int, reason: str) -> None:
-        conn.closed = True
-        conn.close_reason = reason
-        try:
-            await asyncio.wait_for(conn.ws.close(code=code, message=reason.encode()), 2.0)
-        except Exception:
-            transport = conn.request.transport
-            if transport is not None:
-                transport.abort()
+        await close_conn(conn, code, reason)
 
     async def _serve_ws(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)

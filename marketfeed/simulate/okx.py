@@ -39,6 +39,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from marketfeed.adapters.okx.checksum import okx_checksum
+from marketfeed.simulate.faults import kill
 
 CHANNEL_DEPTH = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}
 MAX_LEVELS = 400
@@ -184,6 +185,7 @@ class _Conn:
         self.views: dict[tuple[str, int], tuple[dict, dict]] = {}
         self.stalled = False
         self.closed = False
+        self.close_reason: str | None = None
 
 
 class OkxServer:
@@ -251,10 +253,7 @@ class OkxServer:
         """Reset every TCP connection without a WebSocket close frame; return how many."""
         n = 0
         for c in list(self.conns):
-            transport = c.request.transport
-            if transport is not None:
-                transport.abort()
-                n += 1
+            n += kill(c)
         return n
 
     def pause(self) -> None:
@@ -272,7 +271,7 @@ class OkxServer:
         bids, asks = book.view(depth)
         if spec.inst_type == "SWAP":
             ct = Decimal(spec.ct_val)
-            conv = lambda s: float(Decimal(s) * ct)  # noqa: E731
+            conv = lambda s: float(Decimal(s) * ct)
         else:
             conv = float
         return book.seq, {float(p): conv(s) for p, s in bids.items()}, {float(p): conv(s) for p, s in asks.items()}

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from marketfeed.simulate.faults import (
-    BinanceTarget, CoinbaseTarget, Fault, FaultError, FaultInjector, FaultTarget, KrakenTarget, OkxTarget,
+    BinanceTarget,
+    CoinbaseTarget,
+    Fault,
+    FaultError,
+    FaultInjector,
+    FaultTarget,
+    KrakenTarget,
+    OkxTarget,
 )
 
 VENUES = ("binance", "binance-usdm", "kraken", "coinbase", "okx")

@@ -9,11 +9,11 @@ from tests.reliability.harness import RESULTS, report_table
 REPORT = Path(__file__).resolve().parents[2] / "build" / "reliability-report.md"
 
 
-def pytest_addoption(parser):  # noqa: ANN001
+def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", help="also run the slow reliability tests (make reliability)")
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ANN001
+def pytest_collection_modifyitems(config, items):
     """Slow reliability tests (mass resync, shutdown under load) run only with --slow: `make test`
     stays fast, `make reliability` runs them."""
     if config.getoption("--slow"):
@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config, items):  # noqa: ANN001
         items[:] = kept
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not RESULTS:
         return
     table = report_table(RESULTS)

@@ -72,7 +72,7 @@ class Run(LiveVenue):
         self.checksum_errors: list[str] = []
         self.checked = 0
 
-    async def __aenter__(self) -> Run:
+    async def __aenter__(self) -> Run:  # noqa: PYI034
         await self.server.start()
         config = dict(self._init_config)
         config.setdefault("tick_interval", 0.1)
@@ -161,7 +161,7 @@ class Run(LiveVenue):
         self.server.pause()
         try:
             for symbol in self._symbols:
-                await wait_until(lambda: self.matches_truth(symbol), f"{self.venue_name} {symbol} equals the true book", timeout)
+                await wait_until(lambda symbol=symbol: self.matches_truth(symbol), f"{self.venue_name} {symbol} equals the true book", timeout)
         finally:
             self.server.resume()
 

@@ -26,9 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from marketfeed.events import Book, Status, Trade, decode  # noqa: E402
-from marketfeed.simulate.binance import SPOT, BinanceSimulator, SymbolSpec  # noqa: E402
-from tests.helpers import ConsumerBooks  # noqa: E402
+from marketfeed.events import Book, Status, Trade, decode
+from marketfeed.simulate.binance import SPOT, BinanceSimulator, SymbolSpec
+from tests.helpers import ConsumerBooks
 
 START_STATES = {"connected", "subscribed"}
 SHUTDOWN_STATES = {"disconnected", "book_invalid"}
@@ -91,29 +91,29 @@ async def soak(args: argparse.Namespace) -> int:
     last_seq: dict[str, int] = {}
     problems: list[str] = []
     events = trades = diffs = 0
-    with open(out, "rb") as fh:
-        for raw in fh:
-            e = decode(raw)
-            events += 1
-            books.apply(e)
-            if isinstance(e, Trade):
-                trades += 1
-                tid = int(e.trade_id)
-                prev = last_trade.get(e.symbol)
-                if prev is not None and tid != prev + 1:
-                    problems.append(f"{e.symbol}: trade {tid} after {prev} ({'duplicate' if tid <= prev else 'lost'})")
-                last_trade[e.symbol] = tid
-            elif isinstance(e, Book):
-                if not e.snapshot:
-                    diffs += 1
-                    prev = last_seq.get(e.symbol)
-                    if prev is not None and e.seq is not None and e.seq <= prev:
-                        problems.append(f"{e.symbol}: book seq {e.seq} after {prev}")
-                if e.seq is not None:
-                    last_seq[e.symbol] = e.seq
-            elif isinstance(e, Status) and e.state not in START_STATES:
-                if e.state not in SHUTDOWN_STATES or "shutdown" not in (e.reason or ""):
-                    problems.append(f"unexpected status {e.state} {e.symbol} {e.reason}")
+    for raw in out.read_bytes().splitlines():
+        e = decode(raw)
+        events += 1
+        books.apply(e)
+        if isinstance(e, Trade):
+            trades += 1
+            tid = int(e.trade_id)
+            prev = last_trade.get(e.symbol)
+            if prev is not None and tid != prev + 1:
+                problems.append(f"{e.symbol}: trade {tid} after {prev} ({'duplicate' if tid <= prev else 'lost'})")
+            last_trade[e.symbol] = tid
+        elif isinstance(e, Book):
+            if not e.snapshot:
+                diffs += 1
+                prev = last_seq.get(e.symbol)
+                if prev is not None and e.seq is not None and e.seq <= prev:
+                    problems.append(f"{e.symbol}: book seq {e.seq} after {prev}")
+            if e.seq is not None:
+                last_seq[e.symbol] = e.seq
+        elif isinstance(e, Status) and e.state not in START_STATES and (
+            e.state not in SHUTDOWN_STATES or "shutdown" not in (e.reason or "")
+        ):
+            problems.append(f"unexpected status {e.state} {e.symbol} {e.reason}")
     for symbol, (_, bids, asks) in truth.items():
         book = books.books.get(("binance", symbol))
         if book is None or book.bids.levels != bids or book.asks.levels != asks:
@@ -136,7 +136,7 @@ async def soak(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 180)))
+    parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", "180")))
     parser.add_argument("--symbols", type=int, default=8)
     parser.add_argument("--interval", type=float, default=0.004, help="seconds between diffs of each symbol")
     return asyncio.run(soak(parser.parse_args()))

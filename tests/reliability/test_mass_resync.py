@@ -33,7 +33,7 @@ async def test_mass_resync_within_weight_limit() -> None:
                     native = s.removesuffix("-PERP").replace("-", "")
                     _, bids, asks = sim.true_book(native, USDM)
                     book = live.books.books[("binance-usdm", s)]
-                    await wait_until(lambda: book.bids.levels == bids and book.asks.levels == asks, f"{s} equals the truth")
+                    await wait_until(lambda b=book, t=(bids, asks): (b.bids.levels, b.asks.levels) == t, f"{s} equals the truth")
             finally:
                 sim.resume()
             assert live.books.violations == []

@@ -6,7 +6,6 @@ gives exactly the events in the file."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path

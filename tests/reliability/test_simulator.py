@@ -9,8 +9,20 @@ import sys
 
 import pytest
 
-from marketfeed.simulate.faults import Fault, FaultError, FaultInjector, parse_schedule, random_schedule
-from marketfeed.simulate.serve import TARGETS, make_server, parse_venue_faults, start_venues, stop_venues
+from marketfeed.simulate.faults import (
+    Fault,
+    FaultError,
+    FaultInjector,
+    parse_schedule,
+    random_schedule,
+)
+from marketfeed.simulate.serve import (
+    TARGETS,
+    make_server,
+    parse_venue_faults,
+    start_venues,
+    stop_venues,
+)
 from tests.helpers import REPO, shared_capture
 from tests.integration.live import LiveVenue, wait_until
 

@@ -4,6 +4,8 @@ once the fast retries are spent, while the configured backoff keeps the attempts
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from marketfeed.config import Backoff
@@ -54,7 +56,7 @@ async def test_kraken_storm_respects_minimum_interval_after_fast_retries() -> No
             floor = live.adapter.reconnect_min_interval
             await wait_until(lambda: len(refuser.attempts) >= fast + 3, f"{fast + 3} refused attempts", 30.0)
         attempts = sorted(refuser.attempts)
-        gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
         # the first attempt and `fast` quick retries, then at least `floor` seconds between attempts
         assert all(g >= floor - 0.01 for g in gaps[fast:]), gaps
         assert all(g < floor for g in gaps[:fast]), gaps
