@@ -305,7 +305,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     _setup_logging(args, None)
     from marketfeed.simulate.faults import FaultError
-    from marketfeed.simulate.serve import VENUES, capture_venue, config_toml, parse_venue_faults, serve_forever, start_venues
+    from marketfeed.simulate.serve import (
+        VENUES,
+        capture_venue,
+        config_toml,
+        parse_venue_faults,
+        serve_forever,
+        start_venues,
+    )
 
     venues = list(dict.fromkeys(args.venue))
     unknown = [v for v in venues if v not in VENUES]
@@ -337,14 +344,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             return EXIT_FAILURE
         toml = config_toml(served)
         if args.config_out:
-            with open(args.config_out, "w") as fh:
-                fh.write(toml + '\n[[sinks]]\ntype = "stdout"\n')
+            Path(args.config_out).write_text(toml + '\n[[sinks]]\ntype = "stdout"\n')
         print("# marketfeed simulate: point a daemon at these servers (Ctrl-C stops)", flush=True)
         print(toml, flush=True)
         await serve_forever(served)
         return EXIT_OK
 
     import asyncio
+    from pathlib import Path
 
     try:
         return asyncio.run(serve())
