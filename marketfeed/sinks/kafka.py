@@ -110,6 +110,11 @@ class KafkaSink(NetworkSink):
         futures = [await producer.send(topic(e), encode(e), key=key(e)) for e in events]
         await asyncio.gather(*futures)
 
+    def _is_disconnect(self, exc: Exception) -> bool:
+        from aiokafka.errors import KafkaConnectionError
+
+        return isinstance(exc, KafkaConnectionError) or bool(getattr(exc, "retriable", False))
+
     async def _disconnect(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:

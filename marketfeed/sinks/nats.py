@@ -156,6 +156,12 @@ class NatsSink(NetworkSink):
         if self._acked >= self._expected:
             self._all_acked.set()
 
+    def _is_disconnect(self, exc: Exception) -> bool:
+        from nats import errors
+
+        return isinstance(exc, (errors.ConnectionClosedError, errors.StaleConnectionError, errors.NoServersError,
+                                errors.ConnectionReconnectingError, errors.OutboundBufferLimitError))
+
     async def _disconnect(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:

@@ -12,7 +12,9 @@ A batch that failed after the server had received it may arrive twice (at-least-
 removes such duplicates with JetStream message ids; the others document it.
 
 Counters (``stats``, merged into the bus's counters for this sink): ``retries`` (attempts after a
-failure), ``failures`` (failed attempts), ``connects`` (successful connections, the first included).
+failure), ``failures`` (failed attempts), ``connects`` (successful connections, the first included),
+``given_up`` (batches dropped because the server kept refusing them with an error on a working
+connection ``give_up_after`` times: a poison batch must not stop the sink for good).
 """
 
 from __future__ import annotations
@@ -42,9 +44,14 @@ class NetworkSinkOptions(SinkOptions):
     retry_cap: float = 5.0
     batch_size: int = 5000  # events per request (pipeline, COPY, publish round); the bus batch is split
     connect_timeout: float = 5.0
+    # a batch that fails this many times on a connection that was working (the server answered with
+    # an error: a wrong key type, a refused message) is given up: dropped and counted, not retried forever
+    give_up_after: int = 5
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.give_up_after < 1:
+            raise ValueError("give_up_after: must be at least 1")
         if not (0 < self.retry_base <= self.retry_cap):
             raise ValueError("retry_base: needs 0 < retry_base <= retry_cap")
         if self.batch_size <= 0:
@@ -93,7 +100,7 @@ class NetworkSink(Sink):
 
     def __init__(self, options: NetworkSinkOptions) -> None:
         self.options = options
-        self.stats = {"retries": 0, "failures": 0, "connects": 0}
+        self.stats = {"retries": 0, "failures": 0, "connects": 0, "given_up": 0}
         self.sent = 0  # events written so far
         self._connected = False
         self._log = RateLimitedLog(log, interval_s=10.0)
@@ -112,13 +119,16 @@ class NetworkSink(Sink):
 
     async def _write_retrying(self, events: list[Event]) -> None:
         attempt = 0
+        refused = 0  # failures on a connection that was up: the batch, not the server, is the problem
         while True:
+            sending = False
             try:
                 if not self._connected:
                     await asyncio.wait_for(self._connect(), self.options.connect_timeout)
                     self._connected = True
                     self.stats["connects"] += 1
                     log.info("sink reconnected", sink=self.name, attempts=attempt)
+                sending = True
                 await self._send(events, self.sent)
                 self.sent += len(events)
                 return
@@ -126,6 +136,12 @@ class NetworkSink(Sink):
                 raise
             except Exception as exc:
                 self.stats["failures"] += 1
+                refused += sending and self._still_up(exc)
+                if refused >= self.options.give_up_after:
+                    self.stats["given_up"] += 1
+                    log.error("sink gave up a batch the server keeps refusing", sink=self.name, error=repr(exc), events=len(events))
+                    self.sent += len(events)  # its positions are spent (message ids stay unique)
+                    raise  # the bus counts the batch as dropped (and book_invalid for its books)
                 self._log.warning(("retry", self.name), time.time_ns(), "sink write failed, retrying",
                                   sink=self.name, error=repr(exc), attempt=attempt)
                 await self._drop_connection()
@@ -133,6 +149,15 @@ class NetworkSink(Sink):
                 attempt = min(attempt + 1, 30)
                 self.stats["retries"] += 1
                 await asyncio.sleep(delay)
+
+    def _still_up(self, exc: Exception) -> bool:
+        """Whether a failed send left the server reachable (it answered with an error). Connection
+        failures and timeouts are outages: retried without limit."""
+        return not isinstance(exc, (OSError, TimeoutError, ConnectionError)) and not self._is_disconnect(exc)
+
+    def _is_disconnect(self, exc: Exception) -> bool:
+        """The client library's own connection-lost errors (subclasses add theirs)."""
+        return False
 
     async def _drop_connection(self) -> None:
         self._connected = False

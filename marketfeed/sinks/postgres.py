@@ -118,6 +118,12 @@ class PostgresSink(NetworkSink):
                 if rows:
                     await conn.copy_records_to_table(table, records=rows, columns=columns, schema_name=schema)
 
+    def _is_disconnect(self, exc: Exception) -> bool:
+        from asyncpg import exceptions
+
+        return isinstance(exc, (exceptions.PostgresConnectionError, exceptions.InterfaceError,
+                                exceptions.OperatorInterventionError))
+
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

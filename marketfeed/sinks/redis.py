@@ -83,6 +83,12 @@ class RedisSink(NetworkSink):
             pipe.xadd(key(e), {field: encode(e)}, maxlen=maxlen, approximate=True)
         await pipe.execute()
 
+    def _is_disconnect(self, exc: Exception) -> bool:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        return isinstance(exc, (RedisConnectionError, RedisTimeoutError))
+
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
         if client is not None:

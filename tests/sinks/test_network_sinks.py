@@ -205,3 +205,28 @@ async def test_postgres_outage(postgres_server: Any) -> None:
         return await postgres_events(server.dsn)
 
     await outage(postgres_server, PostgresSink(PostgresSinkConfig(dsn=postgres_server.dsn, **quick_retries())), read)
+
+
+async def test_a_batch_the_server_keeps_refusing_is_given_up_and_the_sink_goes_on(redis_server: Any) -> None:
+    """A stream key that is not a stream (WRONGTYPE) refuses every XADD: after give_up_after refusals
+    on a working connection the batch is dropped and counted, and the next batches are written."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_server.url)
+    await client.set("marketfeed:trade:binance:ETH-USDT", "not a stream")
+    await client.aclose()
+    sink = RedisSink(RedisSinkConfig(url=redis_server.url, give_up_after=3, **quick_retries()))
+    bus = Bus()
+    channel = bus.add_sink(sink, QUEUE, "drop_oldest")
+    await bus.start()
+    poison = trades(10)  # BTC-USDT and ETH-USDT alternate: the ETH-USDT commands fail
+    bus.publish(poison)
+    await wait_until(lambda: channel.errors == 1, "the poison batch given up")
+    good = [Trade("binance", "BTC-USDT", 1, None, f"g{i}", 1.0, 1.0, "buy") for i in range(5)]
+    bus.publish(good)
+    assert await bus.close()
+    counters = bus.counters()[sink.name]
+    assert counters["given_up"] == 1 and counters["failures"] == 3 and counters["dropped"] == 10 and counters["written"] == 5
+    streams = await redis_events(redis_server.url, pattern="marketfeed:trade:binance:BTC-USDT")
+    # the pipeline ran its other commands (at-least-once), then the good batch followed
+    assert streams["marketfeed:trade:binance:BTC-USDT"][-5:] == good
