@@ -12,11 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from marketfeed.simulate.binance import SPOT, USDM, BinanceSimulator, spot_depth_weight
-from tests.integration.service import REPO, DaemonProcess, parse_metrics, poll, value, venue_toml
 from marketfeed import events as ev
+from marketfeed.simulate.binance import SPOT, USDM, BinanceSimulator, spot_depth_weight
 from tests.helpers import ConsumerBooks
 from tests.integration.live import wait_until
+from tests.integration.service import (
+    REPO,
+    DaemonProcess,
+    parse_metrics,
+    poll,
+    value,
+    venue_toml,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -134,7 +141,7 @@ async def test_metrics_gap_and_health(tmp_path: Path) -> None:
             status, body = await daemon.get("/health")
             return (status, json.loads(body)) if status == 503 else None
 
-        status, body = await poll(gap_seen, "/health 503 after the gap")
+        _, body = await poll(gap_seen, "/health 503 after the gap")
         assert [(b["venue"], b["symbol"]) for b in body["not_valid"]] == [("binance", "BTC-USDT")]
         assert body["not_valid"][0]["synced_before"] is True
         m = await daemon.scrape()

@@ -86,13 +86,13 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         script = REPO / ".venv" / "bin" / "marketfeed"
     unit = tmp_path / "marketfeed.service"
     unit.write_text(text.replace("/opt/marketfeed/bin/marketfeed", str(script)))
-    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([analyze, "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     ours = [line for line in result.stderr.splitlines() if "marketfeed.service" in line]
     assert ours == [], ours
     # and the checker does catch a mistake
     unit.write_text(text.replace("/opt/marketfeed/bin/marketfeed", str(script)).replace("Restart=on-failure", "Restart=on-failure\nRestartt=always"))
-    bad = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([analyze, "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60)
     assert "Restartt" in bad.stderr
 
 
@@ -144,7 +144,7 @@ def test_health_follows_snapshots_and_invalidations_with_a_grace_period() -> Non
     assert healthy and body["valid"] == 0 and all(b["in_grace"] for b in body["not_valid"])
     clock.now += 6
     assert not obs.health(5.0)[0]
-    snap = lambda s: Book("binance", s, 1, None, 1, True, [(1.0, 1.0)], [(2.0, 1.0)])  # noqa: E731
+    snap = lambda s: Book("binance", s, 1, None, 1, True, [(1.0, 1.0)], [(2.0, 1.0)])
     obs.observe([snap("BTC-USDT"), snap("ETH-USDT"), Trade("binance", "BTC-USDT", 2, None, "1", 1.5, 1.0, "buy")])
     healthy, body = obs.health(5.0)
     assert healthy and body["valid"] == 2 and body["not_valid"] == []
