@@ -299,6 +299,8 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
         assert len(failed) == 1 and "venues.binance.symbols" in failed[0]["error"]
         status, body = await daemon.get("/health")
         assert status == 200 and "venues.binance.symbols" in json.loads(body)["last_reload_error"]
+        await wait_until(lambda: any("last reload FAILED" in m.get("STATUS", "") for m in daemon.read_notifications()),
+                         "STATUS= telling systemd the reload failed")
         assert value(m, "marketfeed_book_valid", venue="binance", symbol="ETH-USDT") == 1
         assert {id(c) for c in sim.open_connections(USDM)} == usdm_conns
         assert daemon.proc is not None and daemon.proc.returncode is None
