@@ -337,7 +337,12 @@ class Daemon:
         m = self.config.metrics
         if not m.enabled:
             return
-        server = MetricsServer(self, m.host, m.port)
+        port = m.port
+        shard = getattr(self.config, "shard", None)
+        if shard is not None and port:
+            # the shards of one config run side by side: shard I listens on port + I
+            port += shard.index
+        server = MetricsServer(self, m.host, port)
         try:
             await server.start()
         except OSError as exc:  # the feed matters more than its metrics: say so loudly, carry on

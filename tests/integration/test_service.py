@@ -334,3 +334,46 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
     assert books_c.book_events > 0 and key in books_c.books
     assert dict(books_c.books[key].bids.levels) == dict(books_a.books[key].bids.levels)
     assert dict(books_c.books[key].asks.levels) == dict(books_a.books[key].asks.levels)
+
+
+def free_port_pair() -> int:
+    """A port P with P and P + 1 both free right now."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no two free consecutive ports")
+
+
+async def test_shard_serves_metrics_on_port_plus_its_index(tmp_path: Path) -> None:
+    """Shards of one config side by side (the marketfeed@I-N template): shard I listens on port + I."""
+    sim = BinanceSimulator(seed=8, interval=0.02)
+    await sim.start()
+    port = free_port_pair()
+    config = tmp_path / "marketfeed.toml"
+    config.write_text(
+        venue_toml("binance", ["BTC-USDT", "ETH-USDT"], sim.ws_url, sim.rest_url)
+        + venue_toml("binance-usdm", ["BTC-USDT-PERP", "ETH-USDT-PERP"], sim.ws_url, sim.rest_url)
+        + f'[[sinks]]\ntype = "jsonl"\npath = "{tmp_path / "events.jsonl"}"\n'
+        + f"[metrics]\nport = {port}\n"
+    )
+    daemon = DaemonProcess(config, tmp_path, env={"MARKETFEED_SHARD": "1/2"})
+    try:
+        await daemon.start()
+        assert daemon.metrics_url == f"http://127.0.0.1:{port + 1}"
+        status, body = await daemon.get("/health")
+        # shard 1 of 2 holds the two usdm books (crc32 of "venue:symbol"), not the spot ones
+        names = {(b["venue"], b["symbol"]) for b in json.loads(body)["not_valid"]}
+        assert json.loads(body)["books"] == 2 and names <= {("binance-usdm", "BTC-USDT-PERP"), ("binance-usdm", "ETH-USDT-PERP")}
+        code = await daemon.stop()
+    finally:
+        await sim.stop()
+    assert code == 0

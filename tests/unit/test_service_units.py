@@ -90,6 +90,13 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     ours = [line for line in result.stderr.splitlines() if "marketfeed.service" in line]
     assert ours == [], ours
+    # the shard template, checked as an instance (specifiers resolved: %I is "0/4")
+    template = (REPO / "packaging" / "systemd" / "marketfeed@.service").read_text()
+    assert "MARKETFEED_SHARD=%I" in template and "StateDirectory=marketfeed/shard-%i" in template
+    instance = tmp_path / "marketfeed@0-4.service"
+    instance.write_text(template.replace("/opt/marketfeed/bin/marketfeed", str(script)))
+    result = subprocess.run([analyze, "verify", str(instance)], check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and [line for line in result.stderr.splitlines() if "marketfeed@" in line] == [], result.stderr
     # and the checker does catch a mistake
     unit.write_text(text.replace("/opt/marketfeed/bin/marketfeed", str(script)).replace("Restart=on-failure", "Restart=on-failure\nRestartt=always"))
     bad = subprocess.run([analyze, "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60)
