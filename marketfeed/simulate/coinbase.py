@@ -179,6 +179,40 @@ class TrueBook:
         )
 
 
+class ReplayedBook(TrueBook):
+    """A true book driven by a recording (``marketfeed.simulate.replayed``): each ``evolve`` is the
+    recording's next book message; the recording loops at its end."""
+
+    def __init__(self, spec: ProductSpec, rng: random.Random, source: Any) -> None:
+        self.spec = spec
+        self.rng = rng
+        self.tick_places = _places(spec.tick)
+        self.lot_places = _places(spec.step)
+        ps, qs = 10**self.tick_places, 10**self.lot_places
+        self.bids = {round(p * ps): round(q * qs) for p, q in source.bids.items()}
+        self.asks = {round(p * ps): round(q * qs) for p, q in source.asks.items()}
+        self.steps = [([(round(p * ps), round(q * qs)) for p, q in b], [(round(p * ps), round(q * qs)) for p, q in a])
+                      for b, a in source.looped_steps()]
+        self.position = 0
+        self.trade_id = rng.randint(100_000_000, 900_000_000)
+        self.trades = []
+
+    def evolve(self) -> list[tuple[str, int, int]]:
+        if not self.steps:
+            return []
+        bids, asks = self.steps[self.position]
+        self.position = (self.position + 1) % len(self.steps)
+        out = []
+        for side, levels, step in (("bid", self.bids, bids), ("offer", self.asks, asks)):
+            for price, lots in step:
+                if lots:
+                    levels[price] = lots
+                elif levels.pop(price, None) is None:
+                    continue  # a delete of a level this book does not have: nothing to send
+                out.append((side, price, lots))
+        return out
+
+
 @dataclass(eq=False)
 class SimConnection:
     id: int
@@ -234,6 +268,23 @@ class CoinbaseSimulator:
         self.host = "127.0.0.1"
         self.port: int | None = None
         self.app = self._make_app()
+
+    @classmethod
+    def from_capture(cls, paths: list[Any], **kwargs: Any) -> "CoinbaseSimulator":
+        """A server whose books replay a recording (the legacy ``level2`` feed too): served as Advanced
+        Trade ``l2_data`` messages built from the replayed book. Products with an empty side are left out."""
+        from marketfeed.simulate.replayed import load_capture
+
+        symbols = {n: s for n, s in load_capture(paths).items() if s.bids and s.asks}
+        if not symbols:
+            raise ValueError(f"{paths}: no book in this recording")
+        sim = cls(products=[], **kwargs)
+        for name, src in symbols.items():
+            base, quote = name.split("-")[:2]
+            tick = f"{10 ** -src.price_places:.{src.price_places}f}" if src.price_places else "1"
+            step = f"{10 ** -src.qty_places:.{src.qty_places}f}" if src.qty_places else "1"
+            sim.books[name] = ReplayedBook(ProductSpec(name, base, quote, tick, step), sim.rng, src)
+        return sim
 
     # -- lifecycle ----------------------------------------------------------------------------------
 

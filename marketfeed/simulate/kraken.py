@@ -189,6 +189,11 @@ class TrueBook:
         price = self.ask_prices[-1]
         return self.change(ASK, price, self._lots())
 
+    def changes(self, rng: random.Random, max_changes: int) -> Any:
+        """This step's changes, each applied as it is taken (so a view of it is computed right after)."""
+        for _ in range(rng.randint(1, max_changes)):
+            yield self.random_change()
+
     def tick_hold(self) -> None:
         for p in list(self.hold):
             self.hold[p] -= 1
@@ -245,6 +250,51 @@ class TrueBook:
                 levels = self.asks if side == ASK else self.bids
                 out.append(self.level_json(promoted, levels[promoted]))
         return out
+
+
+class ReplayedBook(TrueBook):
+    """A true book driven by a recording (``marketfeed.simulate.replayed``): each step is the recording's
+    next book message, its levels applied one by one; the recording loops at its end."""
+
+    def __init__(self, spec: PairSpec, rng: random.Random, source: Any) -> None:
+        self.spec = spec
+        self.rng = rng
+        self.hold = {}
+        ps, qs = 10**spec.price_precision, 10**spec.qty_precision
+        self.bids = {round(p * ps): round(q * qs) for p, q in source.bids.items()}
+        self.asks = {round(p * ps): round(q * qs) for p, q in source.asks.items()}
+        self.bid_prices = sorted(self.bids)
+        self.ask_prices = sorted(self.asks)
+        self.steps = [([(round(p * ps), round(q * qs)) for p, q in b], [(round(p * ps), round(q * qs)) for p, q in a])
+                      for b, a in source.looped_steps()]
+        self.position = 0
+        self.target = len(self.bids)
+        self.trade_id = rng.randint(1_000_000, 9_000_000)
+        self.trades = deque(maxlen=50)
+
+    def changes(self, rng: random.Random, max_changes: int) -> Any:
+        if not self.steps:
+            return
+        bids, asks = self.steps[self.position]
+        self.position = (self.position + 1) % len(self.steps)
+        for side, levels, step in ((BID, self.bids, bids), (ASK, self.asks, asks)):
+            for price, lots in step:
+                if lots == 0 and price not in levels:
+                    continue  # a level the recording deletes that this book no longer has
+                yield self.change(side, price, lots)
+
+    def random_change(self) -> tuple[str, int, int, int, str]:
+        raise NotImplementedError("a replayed book changes only as the recording does")
+
+
+def pair_spec(symbol: str, price_precision: int, qty_precision: int) -> PairSpec:
+    """The spec of a normalised pair (BTC-USD): Kraken's own names where we know them."""
+    v2 = symbol.replace("-", "/")
+    for p in DEFAULT_PAIRS:
+        if p.v2 == v2:
+            return PairSpec(p.v2, p.rest_key, p.wsname, p.base, p.quote, p.v2_base, p.v2_quote, price_precision, qty_precision, 0)
+    base, quote = symbol.split("-")[:2]
+    return PairSpec(v2, base + quote, v2, base, quote, base, quote, price_precision, qty_precision, 0)
 
 
 def update_message(symbol: str, bids: list[str], asks: list[str], checksum: int, timestamp: str) -> str:
@@ -312,6 +362,20 @@ class KrakenSimulator:
         self.app.on_startup.append(self._on_startup)
         self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_cleanup.append(self._on_cleanup)
+
+    @classmethod
+    def from_capture(cls, paths: list[Any], **kwargs: Any) -> "KrakenSimulator":
+        """A server whose books replay a recording (any Kraken protocol version our adapter reads):
+        served as v2 messages built from the replayed book, checksums from the true book."""
+        from marketfeed.simulate.replayed import load_capture
+
+        symbols = load_capture(paths)
+        if not symbols:
+            raise ValueError(f"{paths}: no book in this recording")
+        specs = [pair_spec(name, src.price_places, src.qty_places) for name, src in symbols.items()]
+        sim = cls(pairs=specs, **kwargs)
+        sim.books = {spec.v2: ReplayedBook(spec, sim.rng, src) for spec, src in zip(specs, symbols.values(), strict=True)}
+        return sim
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -430,8 +494,7 @@ class KrakenSimulator:
             return
         conns = [c for c in self.open_connections() if v2 in c.books and not c.stalled]
         views: dict[int, tuple[list[str], list[str]]] = {c.books[v2]: ([], []) for c in conns}
-        for _ in range(self.rng.randint(1, self.max_changes)):
-            change = book.random_change()
+        for change in book.changes(self.rng, self.max_changes):
             for depth, (bids, asks) in views.items():
                 (asks if change[0] == ASK else bids).extend(book.view_of_change(change, depth))
         crc = book.checksum()

@@ -23,7 +23,6 @@ from marketfeed.simulate.faults import (
 )
 
 VENUES = ("binance", "binance-usdm", "kraken", "coinbase", "okx")
-CAPTURE_VENUES = ("binance", "binance-usdm")  # venues whose server can replay a recording's books
 TARGETS: dict[str, type[FaultTarget]] = {
     "binance": BinanceTarget, "binance-usdm": BinanceTarget, "kraken": KrakenTarget,
     "coinbase": CoinbaseTarget, "okx": OkxTarget,
@@ -58,7 +57,8 @@ def capture_venue(path: str | Path) -> str:
         close()
     if len(header.venues) != 1:
         raise ValueError(f"{path}: a recording of {header.venues or 'no venue'}; name the venue with VENUE=FILE")
-    return header.venues[0]
+    venue = header.venues[0]
+    return "coinbase" if venue == "coinbase-legacy" else venue  # served as today's protocol
 
 
 def make_server(venue: str, seed: int = 1, speed: float = 1.0, capture: list[str] | None = None, **options: Any) -> tuple[Any, FaultTarget, list[str]]:
@@ -76,23 +76,23 @@ def make_server(venue: str, seed: int = 1, speed: float = 1.0, capture: list[str
         suffix = "-PERP" if market == USDM else ""
         symbols = [f"{b.spec.base}-{b.spec.quote}{suffix}" for b in books.values()]
         return sim, BinanceTarget(sim, market), symbols
-    if capture:
-        raise ValueError(f"{venue}: a recording as the book source is implemented for {', '.join(CAPTURE_VENUES)} only; "
-                         f"{venue} serves its seeded book (run without --capture)")
     if venue == "kraken":
         from marketfeed.simulate.kraken import KrakenSimulator
 
-        sim = KrakenSimulator(seed=seed, interval=options.pop("interval", 0.05) / speed, **options)
+        kwargs = {"seed": seed, "interval": options.pop("interval", 0.05) / speed, **options}
+        sim = KrakenSimulator.from_capture(capture, **kwargs) if capture else KrakenSimulator(**kwargs)
         return sim, KrakenTarget(sim), [s.v2.replace("/", "-") for s in sim.specs.values()]
     if venue == "coinbase":
         from marketfeed.simulate.coinbase import CoinbaseSimulator
 
-        sim = CoinbaseSimulator(seed=seed, interval=options.pop("interval", 0.05) / speed, **options)
+        kwargs = {"seed": seed, "interval": options.pop("interval", 0.05) / speed, **options}
+        sim = CoinbaseSimulator.from_capture(capture, **kwargs) if capture else CoinbaseSimulator(**kwargs)
         return sim, CoinbaseTarget(sim), list(sim.books)
     if venue == "okx":
         from marketfeed.simulate.okx import OkxServer
 
-        sim = OkxServer(seed=seed, interval=options.pop("interval", 0.05) / speed, **options)
+        kwargs = {"seed": seed, "interval": options.pop("interval", 0.05) / speed, **options}
+        sim = OkxServer.from_capture(capture, **kwargs) if capture else OkxServer(**kwargs)
         symbols = []
         for spec in sim.specs.values():
             if spec.inst_type == "SPOT":

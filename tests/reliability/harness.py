@@ -62,9 +62,13 @@ def okx_text(x: float, ct: Decimal | None = None) -> str:
 class Run(LiveVenue):
     """A venue under test. Use ``async with Run(venue) as run``."""
 
-    def __init__(self, venue: str, seed: int = 7, server_options: dict[str, Any] | None = None, **config: Any) -> None:
+    def __init__(self, venue: str, seed: int = 7, server_options: dict[str, Any] | None = None,
+                 capture: list[str] | None = None, compare_depth: int | None = None, **config: Any) -> None:
+        """``capture``: the server replays this recording's books. ``compare_depth``: compare only the
+        top levels with the truth (a recorded book can be deeper than the client's snapshot)."""
         options = {"interval": INTERVAL[venue], **(server_options or {})}
-        self.server, self.target, symbols = make_server(venue, seed=seed, **options)
+        self.server, self.target, symbols = make_server(venue, seed=seed, capture=capture, **options)
+        self.compare_depth = compare_depth
         self.injector = FaultInjector(self.target, [])
         self.venue_name = venue
         self._init_config = config
@@ -135,7 +139,7 @@ class Run(LiveVenue):
         if self.venue_name == "binance-usdm":
             return s.true_book(native, "usdm")[1:]
         if self.venue_name == "kraken":
-            return s.true_view(native, 25)[1:]
+            return s.true_view(native, self.config.depth or 25)[1:]
         if self.venue_name == "okx":
             return s.true_book(native)[1:]
         return s.true_book(native)
@@ -145,6 +149,11 @@ class Run(LiveVenue):
         if book is None or not self.valid(symbol):
             return False
         bids, asks = self.truth(symbol)
+        if self.compare_depth is not None:
+            n = self.compare_depth
+            ours_bids, ours_asks = book.top(n)
+            return (list(ours_bids) == sorted(bids.items(), reverse=True)[:n]
+                    and list(ours_asks) == sorted(asks.items())[:n])
         return book.bids.levels == bids and book.asks.levels == asks
 
     def invalid_emissions(self) -> list[str]:
