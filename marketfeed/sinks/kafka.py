@@ -107,8 +107,16 @@ class KafkaSink(NetworkSink):
 
     async def _send(self, events: list[Event], first: int) -> None:
         producer, topic, encode, key = self._producer, self._topic, self._encode, self._key
-        futures = [await producer.send(topic(e), encode(e), key=key(e)) for e in events]
-        await asyncio.gather(*futures)
+        futures = []
+        try:
+            for e in events:
+                futures.append(await producer.send(topic(e), encode(e), key=key(e)))
+        finally:
+            # every future awaited (a failed batch fails many at once); the first failure is raised
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     def _is_disconnect(self, exc: Exception) -> bool:
         from aiokafka.errors import KafkaConnectionError
