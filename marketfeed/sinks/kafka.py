@@ -107,14 +107,16 @@ class KafkaSink(NetworkSink):
 
     async def _send(self, events: list[Event], first: int) -> None:
         producer, topic, encode, key = self._producer, self._topic, self._encode, self._key
-        futures = []
+        futures: list[asyncio.Future[Any]] = []
         try:
             for e in events:
                 futures.append(await producer.send(topic(e), encode(e), key=key(e)))
-        finally:
-            # every future awaited (a failed batch fails many at once); the first failure is raised
-            results = await asyncio.gather(*futures, return_exceptions=True)
-        for result in results:
+        except BaseException:
+            for f in futures:  # their failures are this one: no "exception never retrieved" noise
+                f.add_done_callback(_retrieve)
+            raise
+        # every future awaited (a failed batch fails many at once); the first failure is raised
+        for result in await asyncio.gather(*futures, return_exceptions=True):
             if isinstance(result, BaseException):
                 raise result
 
@@ -127,3 +129,8 @@ class KafkaSink(NetworkSink):
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
