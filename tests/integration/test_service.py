@@ -56,7 +56,7 @@ async def test_systemd_notifications_ready_watchdog_status_stopping(tmp_path: Pa
         # READY came once the venue's connection was open: its STATUS says so, the server agrees
         assert "venues 1/1 connected; connections 1/1 open" in ready[0]["STATUS"], ready[0]
         assert len(sim.open_connections(SPOT)) == 1
-        assert daemon.log_events("connected"), "READY=1 before any connection opened"
+        await wait_until(lambda: daemon.log_events("connected"), "the connected log line")
         status, body = await daemon.get("/ready")
         assert status == 200 and json.loads(body)["ready"] is True
         # the watchdog keeps coming from the event loop, with a fresh status line
@@ -91,7 +91,7 @@ async def test_ready_after_the_bounded_wait_when_a_venue_is_down(tmp_path: Path)
         await daemon.start()
         await wait_until(lambda: daemon.notified("READY"), "READY=1 after ready_timeout", 20)
         assert "venues 1/2 connected" in daemon.notified("READY")[0]["STATUS"]
-        assert daemon.log_events("ready without every connection open")
+        await wait_until(lambda: daemon.log_events("ready without every connection open"), "the log line saying so")
 
         async def unhealthy_usdm_only() -> dict | None:
             status, body = await daemon.get("/health")
@@ -275,6 +275,7 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
         assert value(m, "marketfeed_messages_total", venue="binance") > messages_before
         assert value(m, "marketfeed_sink_written_total", sink=f"jsonl:{b}") is None  # sink b is gone
         assert value(m, "marketfeed_sink_written_total", sink=f"jsonl:{a}") > 0
+        await wait_until(lambda: daemon.log_events("config reloaded"), "the reload's log line")
         reloaded = daemon.log_events("config reloaded")
         assert len(reloaded) == 1
         assert reloaded[0]["venues_restarted"] == ["binance"] and reloaded[0]["venues_unchanged"] == ["binance-usdm"]
@@ -295,6 +296,7 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
             return m if value(m, "marketfeed_config_reloads_total", result="failed") == 1 else None
 
         m = await poll(refused, "the bad config refused")
+        await wait_until(lambda: daemon.log_events("config reload failed: the running config is kept"), "the refusal's log line")
         failed = daemon.log_events("config reload failed: the running config is kept")
         assert len(failed) == 1 and "venues.binance.symbols" in failed[0]["error"]
         status, body = await daemon.get("/health")
@@ -314,6 +316,7 @@ async def test_sighup_reload_adds_a_symbol_removes_a_sink_keeps_other_venues_and
             return m if value(m, "marketfeed_config_reloads_total", result="failed") == 2 else None
 
         m = await poll(refused_twice, "the refused depth")
+        await wait_until(lambda: len(daemon.log_events("config reload failed: the running config is kept")) == 2, "the second refusal's log line")
         failed = daemon.log_events("config reload failed: the running config is kept")
         assert len(failed) == 2 and "venues.binance.depth" in failed[1]["error"]
         assert value(m, "marketfeed_book_valid", venue="binance", symbol="ETH-USDT") == 1
