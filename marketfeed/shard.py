@@ -4,11 +4,12 @@
 one config file serves every shard, e.g. a systemd template unit with ``Environment=MARKETFEED_SHARD=%i/4``)
 keeps, for every venue, the symbols whose shard is I:
 
-    shard(venue, symbol) = crc32("venue:symbol") mod N
+    shard(venue, symbol) = blake2b-64("venue:symbol") mod N
 
-CRC-32 (not Python's ``hash``, which is salted per process) gives every daemon the same answer, so
-the N daemons together serve each configured (venue, symbol) exactly once, whatever the order of the
-symbols in the file. A venue with none of its symbols in this shard is not connected at all. Consumers
+A fixed hash (not Python's ``hash``, which is salted per process) gives every daemon the same answer,
+so the N daemons together serve each configured (venue, symbol) exactly once, whatever the order of
+the symbols in the file. Not CRC-32: it is linear, and names of one length (BTC-USDT, ETH-USDT,
+SOL-USDT, XRP-USDT) all landed in the same one of two shards. A venue with none of its symbols in this shard is not connected at all. Consumers
 read across the shards from the shared sink (NATS subjects, Redis keys: ``marketfeed.{type}.{venue}.
 {symbol}`` does not depend on the shard). Venue-wide statuses (symbol none) come from every shard
 that connects to that venue.
@@ -16,14 +17,15 @@ that connects to that venue.
 
 from __future__ import annotations
 
+import hashlib
 import os
-import zlib
 
 ENV = "MARKETFEED_SHARD"
 
 
 def shard_of(venue: str, symbol: str, count: int) -> int:
-    return zlib.crc32(f"{venue}:{symbol}".encode()) % count
+    digest = hashlib.blake2b(f"{venue}:{symbol}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
 
 
 def parse_env(text: str) -> tuple[int, int]:

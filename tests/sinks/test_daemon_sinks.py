@@ -9,13 +9,13 @@ import asyncio
 import signal
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from marketfeed.config import ConfigError, parse_config
+from marketfeed.shard import shard_of
 from marketfeed.simulate.binance import SPOT, BinanceSimulator, SymbolSpec
 from tests.sinks.readers import redis_events
 from tests.sinks.servers import free_port
@@ -106,7 +106,7 @@ def test_shard_settings_are_checked_naming_the_key(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError, match=r"^c: shard\.index: must be 0\.\.1$"):
         parse_config(text + "[shard]\nindex = 2\ncount = 2\n", "c")
     with pytest.raises(ConfigError, match=r"^c: shard: shard \d+ of 40 gets none of the 1 configured symbols"):
-        parse_config(text + "[shard]\nindex = %d\ncount = 40\n" % ((zlib.crc32(b"binance:BTC-USDT") + 1) % 40), "c")
+        parse_config(text + "[shard]\nindex = %d\ncount = 40\n" % ((shard_of("binance", "BTC-USDT", 40) + 1) % 40), "c")
     monkeypatch.setenv("MARKETFEED_SHARD", "one/two")
     with pytest.raises(ConfigError, match=r"^c: MARKETFEED_SHARD: 'one/two' is not INDEX/COUNT"):
         parse_config(text, "c")
