@@ -8,8 +8,9 @@ keeps, for every venue, the symbols whose shard is I:
 
 A fixed hash (not Python's ``hash``, which is salted per process) gives every daemon the same answer,
 so the N daemons together serve each configured (venue, symbol) exactly once, whatever the order of
-the symbols in the file. Not CRC-32: it is linear, and names of one length (BTC-USDT, ETH-USDT,
-SOL-USDT, XRP-USDT) all landed in the same one of two shards. A venue with none of its symbols in this shard is not connected at all. Consumers
+the symbols in the file. Not CRC-32: it is linear in the name's bits, so each bit of the result is a
+fixed parity of the letters. With two shards, BTC-USDT, ETH-USDT, SOL-USDT and XRP-USDT all landed in
+the same shard. A cryptographic hash has no such structure. A venue with none of its symbols in this shard is not connected at all. Consumers
 read across the shards from the shared sink (NATS subjects, Redis keys: ``marketfeed.{type}.{venue}.
 {symbol}`` does not depend on the shard). Venue-wide statuses (symbol none) come from every shard
 that connects to that venue.

@@ -30,7 +30,7 @@ def test_shards_split_every_symbol_exactly_once() -> None:
         for venue, names in symbols.items():
             got = sorted(s for p in parts for s in p.get(venue, []))
             assert got == sorted(names)  # all of them, none twice
-    # similar names spread evenly (CRC-32, being linear, put every XXX-USDT in one of two shards)
+    # similar names spread evenly (a guard against a degenerate hash)
     names = [f"{a}{b}{c}-USDT" for a in "ABCDE" for b in "FGHIJ" for c in "KLMNO"]  # 125 names of one length
     for count in (2, 3, 4):
         sizes = [len(split({"binance": names}, i, count).get("binance", [])) for i in range(count)]
