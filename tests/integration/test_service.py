@@ -380,3 +380,43 @@ async def test_shard_serves_metrics_on_port_plus_its_index(tmp_path: Path) -> No
     finally:
         await sim.stop()
     assert code == 0
+
+
+async def test_sighup_reload_replaces_one_venue_by_another(tmp_path: Path) -> None:
+    sim = BinanceSimulator(seed=9, interval=0.02)
+    await sim.start()
+    config = tmp_path / "marketfeed.toml"
+    sinks = f'[[sinks]]\ntype = "jsonl"\npath = "{tmp_path / "events.jsonl"}"\n[metrics]\nport = 0\n[service]\nhealth_grace = 0\n'
+    config.write_text(venue_toml("binance", ["BTC-USDT"], sim.ws_url, sim.rest_url) + sinks)
+    daemon = DaemonProcess(config, tmp_path)
+    try:
+        await daemon.start()
+
+        async def healthy_with(books: set) -> dict | None:
+            status, body = await daemon.get("/health")
+            data = json.loads(body)
+            return data if status == 200 and data["books"] == len(books) and data["valid"] == len(books) else None
+
+        await poll(lambda: healthy_with({("binance", "BTC-USDT")}), "binance synced")
+        assert len(sim.open_connections(SPOT)) == 1
+        config.write_text(venue_toml("binance-usdm", ["ETH-USDT-PERP"], sim.ws_url, sim.rest_url) + sinks)
+        daemon.signal(signal.SIGHUP)
+
+        async def switched() -> dict | None:
+            m = await daemon.scrape()
+            usdm = value(m, "marketfeed_book_valid", venue="binance-usdm", symbol="ETH-USDT-PERP")
+            return m if usdm == 1 and value(m, "marketfeed_book_valid", venue="binance", symbol="BTC-USDT") is None else None
+
+        m = await poll(switched, "usdm synced, binance gone")
+        assert await healthy_with({("binance-usdm", "ETH-USDT-PERP")})
+        assert value(m, "marketfeed_book_valid", venue="binance-usdm", symbol="ETH-USDT-PERP") == 1
+        assert value(m, "marketfeed_book_valid", venue="binance", symbol="BTC-USDT") is None
+        assert value(m, "marketfeed_connections_open", venue="binance") is None
+        await wait_until(lambda: not sim.open_connections(SPOT), "the binance connection closed")
+        await wait_until(lambda: daemon.log_events("config reloaded"), "the reload's log line")
+        reloaded = daemon.log_events("config reloaded")[0]
+        assert reloaded["venues_added"] == ["binance-usdm"] and reloaded["venues_removed"] == ["binance"]
+        code = await daemon.stop()
+    finally:
+        await sim.stop()
+    assert code == 0
