@@ -372,10 +372,22 @@ async def test_shard_serves_metrics_on_port_plus_its_index(tmp_path: Path) -> No
     try:
         await daemon.start()
         assert daemon.metrics_url == f"http://127.0.0.1:{port + 1}"
-        status, body = await daemon.get("/health")
-        # shard 1 of 2 holds the two usdm books (crc32 of "venue:symbol"), not the spot ones
+        _, body = await daemon.get("/health")
+        # this shard's books, as marketfeed.shard splits them: /health counts exactly those
+        from marketfeed.shard import split
+
+        configured = {"binance": ["BTC-USDT", "ETH-USDT"], "binance-usdm": ["BTC-USDT-PERP", "ETH-USDT-PERP"]}
+        mine = {(venue, symbol) for venue, symbols in split(configured, 1, 2).items() for symbol in symbols}
+        assert 0 < len(mine) < 4
         names = {(b["venue"], b["symbol"]) for b in json.loads(body)["not_valid"]}
-        assert json.loads(body)["books"] == 2 and names <= {("binance-usdm", "BTC-USDT-PERP"), ("binance-usdm", "ETH-USDT-PERP")}
+        assert json.loads(body)["books"] == len(mine) and names <= mine
+
+        async def all_mine_valid() -> bool:
+            books = {tuple(dict(labels)[k] for k in ("venue", "symbol")): v
+                     for (name, labels), v in (await daemon.scrape()).items() if name == "marketfeed_book_valid"}
+            return set(books) == mine and all(v == 1 for v in books.values())
+
+        await poll(all_mine_valid, "exactly this shard's books, all valid")
         code = await daemon.stop()
     finally:
         await sim.stop()
