@@ -29,6 +29,9 @@ DETECTION_STATES = (BOOK_INVALID, DISCONNECTED, STALE, ERROR)
 DETECTION_BOUND = {"stall": 3.0}
 DEFAULT_DETECTION_BOUND = 2.0
 RECOVERY_BOUND = 15.0
+# a refused subscription must be retried: the book back within this many seconds (a client that only
+# recovers when the connection happens to be replaced for another reason does not pass)
+RECOVERY_BOUND_BY_KIND = {"reject_subscription": 8.0}
 PROBLEM_COUNTERS = (
     "malformed", "unknown_message", "duplicates", "stale_diffs", "gaps", "checksum_failures", "crossed",
     "venue_errors", "error_response", "subscribe_errors", "server_shutdown", "rest_errors", "snapshot_failures",
@@ -218,8 +221,8 @@ class Run(LiveVenue):
         await wait_until(lambda: detected() is not None, f"{self.venue_name} detects {fault}", bound)
         result.detected_by = detected()
         result.detection_s = time.monotonic() - record.at
-        await self.all_valid()
-        await self.all_true()
+        recovery_bound = RECOVERY_BOUND_BY_KIND.get(fault.kind, RECOVERY_BOUND)
+        await self.all_true(max(0.1, recovery_bound - (time.monotonic() - record.at)))
         result.recovery_s = time.monotonic() - record.at
         result.invalid_emissions = len(self.invalid_emissions())
         RESULTS.append(result)
