@@ -202,9 +202,11 @@ class Run(LiveVenue):
         """Fire ``fault``; wait for detection (``status``: a status event of DETECTION_STATES;
         ``counter``: the adapter or runtime counting the bad input) and recovery; record the result."""
         result = Result(self.venue_name, str(fault).split("@")[0])
+        RESULTS.append(result)  # now: a fault not detected or not recovered from shows in the table too
         since = len(self.events)
         problems = self.counted_problems()
         rest_failures = self.rest_failures()
+        invalid_before = len(self.invalid_emissions())
         record = await self.injector.fire(fault)
 
         def detected() -> str | None:
@@ -218,14 +220,15 @@ class Run(LiveVenue):
             return None
 
         bound = DETECTION_BOUND.get(fault.kind, DEFAULT_DETECTION_BOUND)
-        await wait_until(lambda: detected() is not None, f"{self.venue_name} detects {fault}", bound)
-        result.detected_by = detected()
-        result.detection_s = time.monotonic() - record.at
-        recovery_bound = RECOVERY_BOUND_BY_KIND.get(fault.kind, RECOVERY_BOUND)
-        await self.all_true(max(0.1, recovery_bound - (time.monotonic() - record.at)))
-        result.recovery_s = time.monotonic() - record.at
-        result.invalid_emissions = len(self.invalid_emissions())
-        RESULTS.append(result)
+        try:
+            await wait_until(lambda: detected() is not None, f"{self.venue_name} detects {fault}", bound)
+            result.detected_by = detected()
+            result.detection_s = time.monotonic() - record.at
+            recovery_bound = RECOVERY_BOUND_BY_KIND.get(fault.kind, RECOVERY_BOUND)
+            await self.all_true(max(0.1, recovery_bound - (time.monotonic() - record.at)))
+            result.recovery_s = time.monotonic() - record.at
+        finally:
+            result.invalid_emissions = len(self.invalid_emissions()) - invalid_before
         return result
 
 
