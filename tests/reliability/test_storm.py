@@ -35,8 +35,9 @@ async def test_okx_storm_stays_within_connect_budget() -> None:
             await wait_until(lambda: len(refuser.attempts) >= 12, "12 refused attempts", 20.0)
             limit, window = live.adapter.connect_budget
         attempts = sorted(refuser.attempts)
-        # without the budget, a 10-50 ms backoff would make ~40 attempts a second
-        assert most_in_window(attempts, window) <= limit
+        # without the budget, a 10-50 ms backoff would make ~40 attempts a second. The runtime counts an
+        # attempt when it starts it, the server when it accepts it: allow 50 ms of connect latency
+        assert most_in_window(attempts, window - 0.05) <= limit, attempts
         assert live.runner.counters["connect_budget_waits"] > 0
         assert not any(live.statuses("connected"))
     finally:
