@@ -129,6 +129,7 @@ async def demo(args: argparse.Namespace) -> int:
                 print(summary.text(now - started), flush=True)
     finally:
         stopping.cancel()
+        print(summary.text(time.monotonic() - started), flush=True)
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
             rest = await proc.stdout.read()  # the disconnect statuses of the orderly shutdown
@@ -137,8 +138,8 @@ async def demo(args: argparse.Namespace) -> int:
             await proc.wait()
         await stop_venues(served)
         tmp.cleanup()
-    print(summary.text(time.monotonic() - started))
-    print(f"daemon exited with {proc.returncode}")
+    invalidated = sum(summary.counts.get(v, Counter())["book_invalid"] for v in venues)
+    print(f"daemon exited with {proc.returncode} (its shutdown marks every book invalid: {invalidated} book_invalid in all)")
     return 0 if proc.returncode == 0 else 1
 
 
