@@ -96,15 +96,20 @@ class RecentIds:
         return len(self.ids)
 
 
+RESUBSCRIBE_AFTER_ERROR_NS = 2 * SECOND_NS  # a refused subscribe is asked again after this pause
+
+
 class _Conn:
     """What the adapter knows about one open connection."""
 
     __slots__ = ("conn", "products", "expected_seq", "books", "last_heartbeat", "heartbeat_counter",
-                 "closing", "stale_sent", "acked", "level2_checked")
+                 "closing", "stale_sent", "acked", "level2_checked", "channels", "resubscribe_at")
 
-    def __init__(self, conn: str, ts: int, products: set[str] | None) -> None:
+    def __init__(self, conn: str, ts: int, products: set[str] | None, channels: list[str]) -> None:
         self.conn = conn
         self.products = products  # product ids this connection subscribes (None: unknown, replay)
+        self.channels = channels  # the data channels subscribed (heartbeats aside)
+        self.resubscribe_at: int | None = None  # after a venue error: when to subscribe again
         self.expected_seq: int | None = None  # next sequence_num; None until the first message
         self.books: set[str] = set()  # symbols whose valid book follows this connection's sequence
         self.last_heartbeat = ts  # the open counts as the first beat: 5 s without one is stale
@@ -226,13 +231,17 @@ class CoinbaseAdapter(Adapter):
             names = plan.get("symbols")
             if isinstance(names, dict) and self.config is None:
                 self.symbol_of.update({str(k): str(v) for k, v in names.items()})
-        self.conns[conn] = _Conn(conn, ts, set(products) if products is not None else None)
+        c = self.conns[conn] = _Conn(conn, ts, set(products) if products is not None else None, channels)
         self.events.append(Status(self.venue, None, ts, CONNECTED))
         # one channel per subscribe message; heartbeats first so liveness is watched from the start
         self.commands.append(Send(conn, '{"type":"subscribe","channel":"heartbeats"}'))
-        if products:
-            for channel in channels:
-                self.commands.append(Send(conn, msgspec.json.encode(
+        self._subscribe(c)
+
+    def _subscribe(self, c: _Conn) -> None:
+        if c.products:
+            products = sorted(c.products)
+            for channel in c.channels:
+                self.commands.append(Send(c.conn, msgspec.json.encode(
                     {"type": "subscribe", "product_ids": products, "channel": channel}).decode()))
 
     def on_close(self, conn: str, ts: int, code: int | None, reason: str | None) -> None:
@@ -250,6 +259,12 @@ class CoinbaseAdapter(Adapter):
         for c in self.conns.values():
             if c.closing or c.stale_sent:
                 continue
+            if c.resubscribe_at is not None and ts >= c.resubscribe_at:
+                # Coinbase's error does not say which subscribe failed: ask for every channel again
+                # (a channel already subscribed just sends a fresh snapshot, which the book takes)
+                c.resubscribe_at = None
+                self.counters["resubscribes"] += 1
+                self._subscribe(c)
             if ts - c.last_heartbeat > self.heartbeat_timeout_ns:
                 c.stale_sent = True
                 self.counters["heartbeat_timeouts"] += 1
@@ -302,6 +317,8 @@ class CoinbaseAdapter(Adapter):
             text = ": ".join(t for t in (other.message, other.reason) if t) or str(data)[:500]
             self.log.error("error", ts, "coinbase error message", message=str(data)[:2000])
             self.events.append(Status(self.venue, None, ts, ERROR, f"venue error: {text}"))
+            if c.resubscribe_at is None:
+                c.resubscribe_at = ts + RESUBSCRIBE_AFTER_ERROR_NS
             return
         seq = other.sequence_num
         if seq is None and other.channel in _DECODED_CHANNELS:

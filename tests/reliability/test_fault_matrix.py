@@ -41,11 +41,6 @@ KINDS: dict[str, tuple[str, float | None]] = {
 
 # bugs the matrix found in the adapters or the runtime (not ours to fix here): xfail(strict=True)
 KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("coinbase", "reject_subscription"): (
-        "coinbase adapter: after {'type':'error','message':'Failure to subscribe'} for level2 it never "
-        "subscribes again on that connection, so the book stays invalid until the connection happens to be "
-        "replaced (Kraken and OKX retry and recover)"
-    ),
 }
 
 

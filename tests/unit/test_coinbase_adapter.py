@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from marketfeed.adapters.coinbase.adapter import PRODUCTS_PATH, CoinbaseAdapter, RecentIds
+from marketfeed.adapters.coinbase.adapter import SECOND_NS, PRODUCTS_PATH, CoinbaseAdapter, RecentIds
 from marketfeed.adapters.coinbase.schemas import Product
 from marketfeed.adapters.coinbase.symbols import ProductMap, guess, normalise
 from marketfeed.adapters.coinbase.times import parse_time_ns
@@ -263,6 +263,22 @@ def test_subscriptions_ack_and_venue_error():
     adapter.on_frame("c1", T0, '{"type":"error","message":"Failed to subscribe: product DOGE-XYZ"}')
     (err,) = statuses(adapter.take_events(), ERROR)
     assert "DOGE-XYZ" in err.reason and adapter.counters["venue_errors"] == 1
+
+
+def test_refused_subscription_is_asked_again_after_a_pause():
+    adapter, _ = live()
+    adapter.take_commands()
+    adapter.on_frame("c1", T0, '{"type":"error","message":"Failure to subscribe"}')
+    adapter.on_frame("c1", T0 + 1, '{"type":"error","message":"Failure to subscribe"}')  # one retry pending
+    adapter.on_tick(T0 + SECOND_NS)
+    assert adapter.take_commands() == []
+    adapter.on_tick(T0 + 2 * SECOND_NS)
+    bodies = [json.loads(s.data) for s in adapter.take_commands()]
+    assert [(b["type"], b["channel"], b["product_ids"]) for b in bodies] == [
+        ("subscribe", "level2", ["BTC-USD", "ETH-USD"]), ("subscribe", "market_trades", ["BTC-USD", "ETH-USD"])]
+    adapter.on_tick(T0 + 10 * SECOND_NS)
+    assert [c for c in adapter.take_commands() if isinstance(c, Send)] == []
+    assert adapter.counters["resubscribes"] == 1
 
 
 def test_bad_input_is_counted_never_raised():
