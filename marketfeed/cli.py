@@ -273,10 +273,27 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"marketfeed replay: {args.out}: cannot write: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILURE
     emit = out.emit if args.speed is None else _paced(out.emit, out.flush, args.speed)
+    derived = None
+    if config is not None:
+        # the config's top settings: the same tops the live run's sinks got (time is the events' own)
+        from marketfeed.top import DerivedFeed
+
+        derived = DerivedFeed(config, keep_books=False)
+        if derived.active:
+            write = emit
+
+            def emit(events: list) -> None:
+                write(derived.derive(events))
+        else:
+            derived = None
     started = time.perf_counter()
     try:
         try:
             replayer = replay_to(args.captures, emit, config)
+            if derived is not None:
+                tail = derived.finish()
+                if tail:
+                    write(tail)
         finally:
             out.close()  # also on failure: the events before the bad line are kept
     except (CaptureError, ReplayError) as exc:
