@@ -44,6 +44,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from marketfeed.simulate.faults import close_conn, kill, send_frame
+from marketfeed.simulate.loopback import LoopbackServer
 
 log = structlog.get_logger("marketfeed.simulate.binance")
 
@@ -201,7 +202,6 @@ class TrueBook:
         )
 
 
-
 class ReplayedBook(TrueBook):
     """A true book driven by a recording (``marketfeed.simulate.replayed``) instead of the random
     process: each ``evolve`` is the recording's next step, looping at its end. The update ids are the
@@ -338,7 +338,7 @@ def usdm_depth_weight(limit: int) -> int:
 USDM_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 
 
-class BinanceSimulator:
+class BinanceSimulator(LoopbackServer):
     """The server. Use ``await sim.start()`` / ``await sim.stop()`` (loopback, a free port), or mount
     ``sim.app`` in an aiohttp test server. ``ws_url`` / ``rest_url`` are the base URLs to configure."""
 
@@ -431,31 +431,6 @@ class BinanceSimulator:
                 conn._unstalled.set()
                 await self._close(conn, 1001, "server stopping")
 
-    async def _on_cleanup(self, app: web.Application) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        self.host = host
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     # -- truth and counters for tests ---------------------------------------------------------------
 

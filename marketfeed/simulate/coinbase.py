@@ -42,6 +42,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from marketfeed.simulate.faults import close_conn, kill, send_frame
+from marketfeed.simulate.loopback import LoopbackServer
 
 log = structlog.get_logger("marketfeed.simulate.coinbase")
 
@@ -237,7 +238,7 @@ class SimConnection:
         return product_id in self.subscriptions.get(channel, ())
 
 
-class CoinbaseSimulator:
+class CoinbaseSimulator(LoopbackServer):
     """The server: ``await sim.start()`` / ``await sim.stop()`` on a free loopback port, or mount
     ``sim.app``. ``ws_url`` / ``rest_url`` are the base URLs to configure."""
 
@@ -308,30 +309,6 @@ class CoinbaseSimulator:
                 conn._unstalled.set()
                 await self._close(conn, 1001, "server stopping")
 
-    async def _on_cleanup(self, app: web.Application) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=2.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.port = self._runner.addresses[0][1]
-        self.host = host
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     # -- truth and faults for tests -----------------------------------------------------------------
 

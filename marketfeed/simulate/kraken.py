@@ -31,6 +31,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from marketfeed.simulate.faults import close_conn, kill, send_frame
+from marketfeed.simulate.loopback import LoopbackServer
 
 log = structlog.get_logger("marketfeed.simulate.kraken")
 
@@ -331,7 +332,7 @@ class SimConnection:
         return out
 
 
-class KrakenSimulator:
+class KrakenSimulator(LoopbackServer):
     """``await sim.start()`` / ``await sim.stop()``; configure ``ws_url`` and ``rest_url`` as the base URLs."""
 
     def __init__(self, pairs: list[PairSpec] | None = None, seed: int = 1, interval: float = 0.05,
@@ -379,26 +380,6 @@ class KrakenSimulator:
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.host = host
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     async def _on_startup(self, app: web.Application) -> None:
         loop = asyncio.get_running_loop()
@@ -409,10 +390,6 @@ class KrakenSimulator:
             conn.stalled = False
             await self._close(conn, 1001, "server stopping")
 
-    async def _on_cleanup(self, app: web.Application) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- truth and fault hooks -----------------------------------------------------------------------
 

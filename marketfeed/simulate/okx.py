@@ -40,6 +40,7 @@ from aiohttp import WSMsgType, web
 
 from marketfeed.adapters.okx.checksum import okx_checksum
 from marketfeed.simulate.faults import kill
+from marketfeed.simulate.loopback import LoopbackServer
 
 CHANNEL_DEPTH = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}
 MAX_LEVELS = 400
@@ -220,7 +221,7 @@ class _Conn:
         self.close_reason: str | None = None
 
 
-class OkxServer:
+class OkxServer(LoopbackServer):
     def __init__(
         self,
         instruments: list[InstrumentSpec] | None = None,
@@ -333,26 +334,6 @@ class OkxServer:
     def open_connections(self) -> list[_Conn]:
         return list(self.conns)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        self.host = host
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def send_notice(self, code: str = "64008") -> None:
         for c in self.conns:
