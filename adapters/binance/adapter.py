@@ -188,6 +188,7 @@ class BinanceAdapter(Adapter):
         self._next_id = 1
         self._warn = RateLimitedLog(log)
         self._guess_announced = False
+        self._info_failures = 0  # consecutive exchangeInfo failures, for retry pacing (5 s, 10 s, ... 60 s)
 
     # -- configuration ------------------------------------------------------------------------------
 
@@ -615,9 +616,12 @@ class BinanceAdapter(Adapter):
                 # a 400 on the filtered request means one of our symbols is not listed: the full list
                 # tells which; anything else is retried after a pause
                 filtered = status == 400 and "?" in url
+                self._info_failures += 1
+                delay = 0.0 if filtered else min(MAX_SNAPSHOT_RETRY_DELAY * 2, 2.5 * 2**self._info_failures)
                 full = self.rest_url + self.spec.exchange_info_path
-                self.commands.append(Fetch(full, weight=20 if not self.futures else 1, delay=0.0 if filtered else 5.0))
+                self.commands.append(Fetch(full, weight=20 if not self.futures else 1, delay=delay))
             return
+        self._info_failures = 0
         self.symbols.load(info.symbols)
         if self.config is not None and not self.conns:
             self._plan_connections(ts)

@@ -148,6 +148,19 @@ def test_invalid_symbol_in_filtered_request_falls_back_to_the_full_list() -> Non
     assert retry.url == "http://127.0.0.1:9/api/v3/exchangeInfo" and retry.delay == 0
 
 
+def test_exchange_info_outage_is_retried_with_growing_delay() -> None:
+    h = Harness()
+    _, (fetch,) = h.call("start")
+    delays = []
+    for _ in range(6):
+        events, (fetch,) = h.call("on_rest", fetch.url, 0, "")
+        assert events[0].state == "error" and "exchangeInfo failed" in events[0].reason
+        delays.append(fetch.delay)
+    assert delays == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+    _, (connect,) = h.call("on_rest", fetch.url, 200, json.dumps(SPOT_INFO))
+    assert isinstance(connect, Connect)
+
+
 def test_sync_emits_snapshot_then_buffered_diffs_and_matches_truth() -> None:
     h = started_spot()
     _, (fetch,) = h.call("on_frame", "c1", diff("BTCUSDT", 98, 101, bids=[(99, 5)]))
