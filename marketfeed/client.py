@@ -48,7 +48,53 @@ class StreamError(Exception):
         self.channel = channel
 
 
-class StreamClient:
+class BookKeeping:
+    """The consumer's books per (venue, symbol) with a validity flag, shared by every client (the
+    WebSocket StreamClient and the Redis/NATS readers in marketfeed.sources): a snapshot makes a
+    book valid, ``book_invalid`` makes it invalid (and empties it) until the next snapshot, a diff for
+    an invalid book is ignored and counted in ``ignored_diffs``."""
+
+    books: dict[tuple[str, str], L2Book]
+    valid: dict[tuple[str, str], bool]
+    seq: dict[tuple[str, str], int | None]
+    ignored_diffs: int
+
+    def _init_books(self) -> None:
+        self.books = {}
+        self.valid = {}
+        self.seq = {}
+        self.ignored_diffs = 0  # diffs for a book with no valid snapshot (never expected from the daemon)
+
+    def book(self, venue: str, symbol: str) -> L2Book | None:
+        """The book of (venue, symbol) when it is valid, else None."""
+        key = (venue, symbol)
+        return self.books.get(key) if self.valid.get(key) else None
+
+    def _apply(self, event: Event) -> None:
+        t = type(event)
+        if t is Book:
+            key = (event.venue, event.symbol)  # type: ignore[union-attr]
+            if event.snapshot:  # type: ignore[union-attr]
+                book = self.books.get(key)
+                if book is None:
+                    book = self.books[key] = L2Book(window=64)
+                book.apply_snapshot(event.bids, event.asks)  # type: ignore[union-attr]
+                self.valid[key] = True
+            elif self.valid.get(key):
+                self.books[key].apply(event.bids, event.asks)  # type: ignore[union-attr]
+            else:
+                self.ignored_diffs += 1
+                return
+            self.seq[key] = event.seq  # type: ignore[union-attr]
+        elif t is Status and event.state == BOOK_INVALID and event.symbol is not None:  # type: ignore[union-attr]
+            key = (event.venue, event.symbol)  # type: ignore[assignment]
+            self.valid[key] = False
+            book = self.books.get(key)
+            if book is not None:
+                book.clear()
+
+
+class StreamClient(BookKeeping):
     def __init__(
         self,
         url: str,
@@ -73,12 +119,9 @@ class StreamClient:
         self.heartbeat = heartbeat
         self.ssl = ssl
         self.keep_books = keep_books
-        self.books: dict[tuple[str, str], L2Book] = {}
-        self.valid: dict[tuple[str, str], bool] = {}
-        self.seq: dict[tuple[str, str], int | None] = {}
+        self._init_books()
         self.connected = asyncio.Event()
         self.connects = 0
-        self.ignored_diffs = 0  # diffs for a book with no valid snapshot (never expected from the daemon)
         self._wire_books: set[tuple[str, str]] = set()  # books that had data on the current connection
         self._queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
         self._ids = itertools.count(1)
@@ -182,36 +225,6 @@ class StreamClient:
             await ws.send_str(data.decode())
         else:
             await ws.send_bytes(data)
-
-    # -- books ---------------------------------------------------------------------------------------
-
-    def book(self, venue: str, symbol: str) -> L2Book | None:
-        """The book of (venue, symbol) when it is valid, else None."""
-        key = (venue, symbol)
-        return self.books.get(key) if self.valid.get(key) else None
-
-    def _apply(self, event: Event) -> None:
-        t = type(event)
-        if t is Book:
-            key = (event.venue, event.symbol)  # type: ignore[union-attr]
-            if event.snapshot:  # type: ignore[union-attr]
-                book = self.books.get(key)
-                if book is None:
-                    book = self.books[key] = L2Book(window=64)
-                book.apply_snapshot(event.bids, event.asks)  # type: ignore[union-attr]
-                self.valid[key] = True
-            elif self.valid.get(key):
-                self.books[key].apply(event.bids, event.asks)  # type: ignore[union-attr]
-            else:
-                self.ignored_diffs += 1
-                return
-            self.seq[key] = event.seq  # type: ignore[union-attr]
-        elif t is Status and event.state == BOOK_INVALID and event.symbol is not None:  # type: ignore[union-attr]
-            key = (event.venue, event.symbol)  # type: ignore[assignment]
-            self.valid[key] = False
-            book = self.books.get(key)
-            if book is not None:
-                book.clear()
 
     # -- iteration -----------------------------------------------------------------------------------
 
