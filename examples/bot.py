@@ -2,6 +2,8 @@
 
     marketfeed run --config examples/marketfeed.toml     # with a [server] section
     python examples/bot.py --venue binance --symbol BTC-USDT [--url ws://127.0.0.1:8765/v1/stream] [--token ...]
+    python examples/bot.py --url redis://127.0.0.1:6379/0      # from a [[sinks]] type = "redis" (JSON format)
+    python examples/bot.py --url nats://127.0.0.1:4222         # from a [[sinks]] type = "nats" (JSON format)
 
 The token may also come from the MARKETFEED_TOKEN environment variable. The client reconnects by
 itself; while the book is invalid (a venue gap, or the stream is down) the bot says so and waits.
@@ -16,13 +18,24 @@ import sys
 
 from marketfeed.client import StreamClient
 from marketfeed.events import BOOK_INVALID, Book, Status, Trade
+from marketfeed.sources import NatsSource, RedisSource
 
 
 async def run(url: str, venue: str, symbol: str, token: str | None, limit: int | None) -> int:
     channels = [f"book:{venue}:{symbol}", f"trade:{venue}:{symbol}"]
     seen = 0
     last_spread: tuple[float, float] | None = None
-    async with StreamClient(url, channels, token=token) as feed:
+    channels.append(f"status:{venue}:*")  # book_invalid: Redis and NATS send only what is asked for
+    feed: StreamClient | RedisSource | NatsSource
+    if url.startswith(("redis://", "rediss://")):
+        # from the oldest entry kept: a book needs a snapshot, and the sinks store a snapshot only when
+        # the daemon (re)synchronises; diffs before the first kept snapshot are ignored
+        feed = RedisSource(url, channels, start="0")
+    elif url.startswith(("nats://", "tls://")):
+        feed = NatsSource(url, channels, start=None)
+    else:
+        feed = StreamClient(url, channels[:2], token=token)
+    async with feed:
         async for event in feed:
             if isinstance(event, Book):
                 book = feed.book(venue, symbol)
@@ -39,7 +52,7 @@ async def run(url: str, venue: str, symbol: str, token: str | None, limit: int |
                           f"spread {ask[0] - bid[0]:.10g} ({(ask[0] - bid[0]) / mid * 1e4:.2f} bp)", flush=True)
             elif isinstance(event, Trade):
                 print(f"{venue} {symbol} trade {event.side or '?':>4} {event.size} @ {event.price}", flush=True)
-            elif isinstance(event, Status) and event.state == BOOK_INVALID:
+            elif isinstance(event, Status) and event.state == BOOK_INVALID and event.symbol == symbol:
                 last_spread = None
                 print(f"{venue} {symbol} book invalid ({event.reason}): waiting for a snapshot", flush=True)
             seen += 1

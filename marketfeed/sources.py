@@ -150,6 +150,8 @@ class _Source(BookKeeping):
             finally:
                 self.connected.clear()
                 await self._disconnect()
+            if self._closed:
+                return
             attempt = 0 if healthy else attempt + 1
             await asyncio.sleep(random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt)))
 
@@ -230,7 +232,7 @@ class RedisSource(_Source):
         loop = asyncio.get_running_loop()
         next_discovery = 0.0
         pending = self._pending
-        while True:
+        while not self._closed:  # (a client library may swallow the close's cancellation)
             if loop.time() >= next_discovery:
                 await self._discover()
                 next_discovery = loop.time() + self.discover_every
@@ -350,7 +352,7 @@ class NatsSource(_Source):
     async def _read_forever(self) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
-        while True:
+        while not self._closed:  # (a client library may swallow the close's cancellation)
             try:
                 msgs = await self._sub.fetch(self.batch, timeout=self.fetch_timeout)
             except NatsTimeout:
