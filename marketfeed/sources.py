@@ -195,6 +195,7 @@ class RedisSource(_Source):
         # entries read but not yet released, per key in stream order: (ms, id, event)
         self._pending: dict[str, deque[tuple[int, str, Event]]] = {}
         self._client: Any = None
+        self._discovered = False
 
     def _delivered(self, position: Any) -> None:
         key, entry_id = position
@@ -215,6 +216,7 @@ class RedisSource(_Source):
             await client.aclose()
             raise
         self._client = client
+        await self._discover()  # before ``connected`` is set: a "$" start is pinned by then
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
@@ -226,20 +228,28 @@ class RedisSource(_Source):
             async for raw in self._client.scan_iter(match=pattern, count=1000, _type="stream"):
                 k = raw.decode()
                 if k not in self._read:
-                    self._read[k] = self.position.get(k) or self._start_all or "0"
+                    start = self.position.get(k) or self._start_all or "0"
+                    if start == "$" and not self._discovered:
+                        # "$" as a real id, now: a reconnect or a later XREAD skips nothing after it
+                        last = (await self._client.xinfo_stream(k))["last-generated-id"]
+                        start = last.decode() if isinstance(last, bytes) else str(last)
+                    elif start == "$":
+                        start = "0"  # a stream that appeared after we started: all of it is new
+                    self._read[k] = start
+        self._discovered = True
 
     async def _read_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        next_discovery = 0.0
+        next_discovery = loop.time() + self.discover_every
         pending = self._pending
         while not self._closed:  # (a client library may swallow the close's cancellation)
-            if loop.time() >= next_discovery:
+            if not self._read:  # no stream matches yet
+                await asyncio.sleep(self.discover_every)
+                await self._discover()
+                continue
+            if loop.time() >= next_discovery:  # streams that appeared since (a new symbol)
                 await self._discover()
                 next_discovery = loop.time() + self.discover_every
-                if not self._read:
-                    await asyncio.sleep(self.discover_every)
-                    continue
-            # "$" is resolved once by Redis: remember the real position so a reconnect does not skip
             reply = await self._client.xread(self._read, count=self.batch, block=self.block_ms)
             horizon: int | None = None  # entries up to this ms are complete across every stream
             for raw_key, entries in reply or ():
@@ -262,10 +272,6 @@ class RedisSource(_Source):
                 if len(entries) >= self.batch:  # maybe more in this stream: later entries may be older than others'
                     last_ms = int(self._read[k].split("-", 1)[0])
                     horizon = last_ms if horizon is None else min(horizon, last_ms)
-            for k, v in self._read.items():
-                if v == "$":  # nothing read yet from a "$" start: pin the position now so a reconnect skips nothing
-                    info = await self._client.xinfo_stream(k)
-                    self._read[k] = self.position[k] = info["last-generated-id"].decode() if isinstance(info["last-generated-id"], bytes) else str(info["last-generated-id"])
             await self._release(horizon)
 
     async def _release(self, horizon: int | None) -> None:

@@ -142,3 +142,29 @@ def test_nats_source_reads_the_replay_in_order_across_a_restart(tmp_path: Path, 
     only = NatsSource(nats_server.url, ["book:binance:BTC-USDT"], start=source.position // 2)
     half = [e for i, e in enumerate(want, 1) if i >= source.position // 2 and type(e) is Book]
     assert asyncio.run(read(only, len(half))) == half and half and len(half) < len(books)
+
+
+def test_redis_and_nats_sources_from_now_get_only_new_events(tmp_path: Path, redis_server: Any, nats_server: Any) -> None:
+    want = load(tmp_path, f'[[sinks]]\ntype = "redis"\nurl = "{redis_server.url}"\n'
+                          f'[[sinks]]\ntype = "nats"\nservers = ["{nats_server.url}"]\n')
+    fresh = want[-1]  # sent again after the sources started: the only event they may see
+
+    async def tail() -> tuple[ev.Event, ev.Event]:
+        import nats
+        import redis.asyncio as aioredis
+
+        redis_feed = RedisSource(redis_server.url, ["*:*:*"], start="$")
+        nats_feed = NatsSource(nats_server.url, ["*:*:*"], start="new")
+        async with redis_feed, nats_feed:
+            await redis_feed.connected.wait()
+            await nats_feed.connected.wait()
+            client = aioredis.from_url(redis_server.url)
+            await client.xadd(f"marketfeed:status:{fresh.venue}:{fresh.symbol or '_'}", {"data": ev.encode(fresh)})
+            await client.aclose()
+            nc = await nats.connect(nats_server.url)
+            await nc.jetstream().publish(f"marketfeed.status.{fresh.venue}.{fresh.symbol or '_'}", ev.encode(fresh))
+            await nc.close()
+            return await redis_feed.next_event(timeout=30), await nats_feed.next_event(timeout=30)
+
+    assert type(fresh) is Status
+    assert asyncio.run(tail()) == (fresh, fresh)
