@@ -40,7 +40,7 @@ import msgspec
 import structlog
 
 from marketfeed.client import BookKeeping
-from marketfeed.events import Book, Event, Status, Top, Trade
+from marketfeed.events import BOOK_INVALID, Book, Event, Status, Top, Trade
 
 log = structlog.get_logger("marketfeed.sources")
 
@@ -56,6 +56,11 @@ def parse_channel(channel: str) -> tuple[str, str, str]:
     if parts[0] != "*" and parts[0] not in _TYPES:
         raise ValueError(f"channel {channel!r}: type must be one of {', '.join(_TYPES)} or *")
     return parts[0], parts[1], parts[2]
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _decoder(format: str) -> Any:
@@ -196,6 +201,9 @@ class RedisSource(_Source):
         self._pending: dict[str, deque[tuple[int, str, Event]]] = {}
         self._client: Any = None
         self._discovered = False
+        self._trimmed: dict[str, str] = {}  # key -> the first kept id whose loss was already reported
+        self._last_event: dict[str, Event] = {}  # key -> the last event read (for a gap's book_invalid)
+        self.lost_streams = 0  # times a stream was trimmed past our read position
 
     def _delivered(self, position: Any) -> None:
         key, entry_id = position
@@ -217,11 +225,47 @@ class RedisSource(_Source):
             raise
         self._client = client
         await self._discover()  # before ``connected`` is set: a "$" start is pinned by then
+        await self._check_trimmed()
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+    async def _check_trimmed(self) -> None:
+        """Entries after our read position that Redis trimmed (``maxlen``: the bot fell behind or was
+        away too long) are lost: count them, and a book stream says ``book_invalid`` at that point so
+        its book waits for the next snapshot instead of applying diffs over a hole."""
+        for k, read in self._read.items():
+            if read in ("0", "0-0"):
+                continue  # from the oldest kept entry: nothing we could have had is missing
+            # Redis does not record how far MAXLEN trimmed (max-deleted-entry-id is for XDEL only); the
+            # first kept entry is after our position exactly when our last entry is gone too, and then
+            # entries after it may be gone: counted as a loss (on the safe side: the book waits for a
+            # snapshot even when the trim happened to stop right at our position)
+            info = await self._client.xinfo_stream(k)
+            first = info.get("first-entry")
+            if not first:
+                continue
+            deleted = first[0].decode() if isinstance(first[0], bytes) else str(first[0])
+            if _id(deleted) <= _id(read) or self._trimmed.get(k) == deleted:
+                continue
+            self._trimmed[k] = deleted
+            self.lost_streams += 1
+            log.warning("redis stream trimmed past the read position", key=k, read=read, deleted=deleted)
+            last = self._pending.get(k)
+            event = last[-1][2] if last else self._last_event.get(k)
+            if event is None:  # resumed from a saved position: any kept entry names the stream's book
+                kept = await self._client.xrange(k, count=1)
+                if kept:
+                    try:
+                        event = self._decode(kept[0][1].get(self.field))
+                    except (msgspec.DecodeError, TypeError):
+                        event = None
+            if event is not None and type(event) is Book:
+                gap = Status(event.venue, event.symbol, event.ts_recv, BOOK_INVALID,
+                             f"redis stream {k} trimmed past the read position {read}")
+                self._pending.setdefault(k, deque()).append((_id(deleted)[0], read, gap))
 
     async def _discover(self) -> None:
         for pattern in self.key_patterns:
@@ -247,8 +291,9 @@ class RedisSource(_Source):
                 await asyncio.sleep(self.discover_every)
                 await self._discover()
                 continue
-            if loop.time() >= next_discovery:  # streams that appeared since (a new symbol)
+            if loop.time() >= next_discovery:  # streams that appeared since (a new symbol); trimming
                 await self._discover()
+                await self._check_trimmed()
                 next_discovery = loop.time() + self.discover_every
             reply = await self._client.xread(self._read, count=self.batch, block=self.block_ms)
             horizon: int | None = None  # entries up to this ms are complete across every stream
@@ -268,6 +313,7 @@ class RedisSource(_Source):
                         continue
                     ms = int(entry_id.split("-", 1)[0])
                     pending.setdefault(k, deque()).append((ms, entry_id, event))
+                    self._last_event[k] = event
                 self._read[k] = entries[-1][0].decode()
                 if len(entries) >= self.batch:  # maybe more in this stream: later entries may be older than others'
                     last_ms = int(self._read[k].split("-", 1)[0])

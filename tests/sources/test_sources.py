@@ -168,3 +168,27 @@ def test_redis_and_nats_sources_from_now_get_only_new_events(tmp_path: Path, red
 
     assert type(fresh) is Status
     assert asyncio.run(tail()) == (fresh, fresh)
+
+
+def test_redis_source_says_book_invalid_when_the_stream_was_trimmed_past_its_position(tmp_path: Path, redis_server: Any) -> None:
+    want = load(tmp_path, f'[[sinks]]\ntype = "redis"\nurl = "{redis_server.url}"\nmaxlen = 0\n')
+    key = "marketfeed:book:binance:BTC-USDT"
+    books = [e for e in want if type(e) is Book]
+
+    async def run() -> tuple[list[ev.Event], list[ev.Event], int]:
+        import redis.asyncio as aioredis
+
+        first = RedisSource(redis_server.url, ["book:binance:BTC-USDT"])
+        head = await read(first, 10)  # a bot that read 10 book events and went away
+        client = aioredis.from_url(redis_server.url)
+        await client.xtrim(key, maxlen=len(books) - 20, approximate=False)  # meanwhile 10 more are lost
+        await client.aclose()
+        later = RedisSource(redis_server.url, ["book:binance:BTC-USDT"], start=dict(first.position))
+        rest = await read(later, 21)
+        return head, rest, later.lost_streams
+
+    head, rest, lost = asyncio.run(run())
+    assert head == books[:10] and lost == 1
+    gap = rest[0]
+    assert type(gap) is Status and gap.state == ev.BOOK_INVALID and gap.symbol == "BTC-USDT"
+    assert rest[1:] == books[20:40]  # then what Redis kept, from the first entry after the hole
