@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections import deque
 import random
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -147,7 +147,7 @@ class _Source(BookKeeping):
                 await self._read_forever()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the server went away (or refused): reconnect with backoff
+            except Exception as exc:  # noqa: BLE001  (the server went away or refused: reconnect with backoff)
                 if not self._is_outage(exc):
                     log.warning("source failed", source=type(self).__name__, error=repr(exc))
                 else:
@@ -210,7 +210,8 @@ class RedisSource(_Source):
         self.position[key] = entry_id
 
     def _is_outage(self, exc: Exception) -> bool:
-        from redis.exceptions import ConnectionError, TimeoutError as RedisTimeout
+        from redis.exceptions import ConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeout
 
         return isinstance(exc, (ConnectionError, RedisTimeout, OSError, TimeoutError))
 
