@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from marketfeed import events as ev  # noqa: E402
-from marketfeed.sources import NatsSource, RedisSource  # noqa: E402
-from tests.sinks.servers import Nats, Redis  # noqa: E402
+from marketfeed import events as ev
+from marketfeed.sources import NatsSource, RedisSource
+from tests.sinks.servers import Nats, Redis
 
 
 def make_events(n: int) -> list[ev.Event]:
