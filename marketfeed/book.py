@@ -13,11 +13,17 @@ is touched only when a level appears or disappears, and it comes in two kinds, c
   BTCUSDT recording 60% of all inserts and deletes are below the 64th level. Those become a single dict
   operation, and the rest a bisect over a short list. The full order is computed only on request.
 
-``make bench`` (benchmarks/bench_book.py) measures both against a SortedDict per side.
+The per-level loop of both (``_apply_levels_py``, ``_apply_window_py``) also exists in C
+(``marketfeed/_book.c``, built when the package is installed): the same steps without a dozen bytecodes
+per level, which makes a Binance diff's apply several times faster. Where it could not be built, or
+with ``MARKETFEED_PURE_PYTHON=1``, the Python loops run; ``ACCELERATED`` says which.
+
+``make bench`` (benchmarks/bench_binance.py) measures the designs against a SortedDict per side.
 """
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from heapq import nlargest, nsmallest
@@ -27,6 +33,51 @@ from sortedcontainers import SortedList
 DEEP_LEVELS = 20_000
 
 LevelPair = Sequence[float]  # (price, size)
+
+
+def _apply_levels_py(levels: dict, prices: list, updates: Iterable[LevelPair]) -> None:
+    """``BookSide`` diff on a plain list: set each ``(price, size)``; size 0 deletes."""
+    for p, s in updates:
+        if s:
+            if p not in levels:
+                insort(prices, p)
+            levels[p] = s
+        elif levels.pop(p, None) is not None:
+            del prices[bisect_left(prices, p)]
+
+
+def _apply_window_py(levels: dict, head: list, updates: Iterable[LevelPair], descending: bool) -> None:
+    """``TopWindowSide`` diff: set each level in ``levels``, and in ``head`` where it is in the window."""
+    if descending:
+        for p, s in updates:
+            if s:
+                # a new price enters the window if it is better than the window's worst, or if the
+                # window holds the whole side
+                if p not in levels and (not head or p > head[0] or len(head) == len(levels)):
+                    insort(head, p)
+                levels[p] = s
+            elif levels.pop(p, None) is not None and head and p >= head[0]:
+                del head[bisect_left(head, p)]
+    else:
+        for p, s in updates:
+            if s:
+                if p not in levels and (not head or p < head[-1] or len(head) == len(levels)):
+                    insort(head, p)
+                levels[p] = s
+            elif levels.pop(p, None) is not None and head and p <= head[-1]:
+                del head[bisect_left(head, p)]
+
+
+_apply_levels = _apply_levels_py
+_apply_window = _apply_window_py
+ACCELERATED = False
+if not os.environ.get("MARKETFEED_PURE_PYTHON"):
+    try:
+        from marketfeed._book import apply_levels as _apply_levels, apply_window as _apply_window  # type: ignore[no-redef]
+
+        ACCELERATED = True
+    except ImportError:  # not built (no C compiler at install): the Python loops
+        pass
 
 
 class BookSide:
@@ -57,13 +108,7 @@ class BookSide:
         levels = self.levels
         prices = self.prices
         if type(prices) is list:
-            for p, s in updates:
-                if s:
-                    if p not in levels:
-                        insort(prices, p)
-                    levels[p] = s
-                elif levels.pop(p, None) is not None:
-                    del prices[bisect_left(prices, p)]
+            _apply_levels(levels, prices, updates)
             if len(prices) > DEEP_LEVELS:
                 self.prices = SortedList(prices)
         else:
@@ -165,24 +210,7 @@ class TopWindowSide:
         """Set each ``[price, size]`` in order; size 0 deletes (deleting an absent level is a no-op)."""
         levels = self.levels
         head = self.head
-        if self.descending:
-            for p, s in updates:
-                if s:
-                    # a new price enters the window if it is better than the window's worst, or if the
-                    # window holds the whole side
-                    if p not in levels and (not head or p > head[0] or len(head) == len(levels)):
-                        insort(head, p)
-                    levels[p] = s
-                elif levels.pop(p, None) is not None and head and p >= head[0]:
-                    del head[bisect_left(head, p)]
-        else:
-            for p, s in updates:
-                if s:
-                    if p not in levels and (not head or p < head[-1] or len(head) == len(levels)):
-                        insort(head, p)
-                    levels[p] = s
-                elif levels.pop(p, None) is not None and head and p <= head[-1]:
-                    del head[bisect_left(head, p)]
+        _apply_window(levels, head, updates, self.descending)
         n = len(head)
         window = self.window
         if n > 2 * window:

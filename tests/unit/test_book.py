@@ -7,6 +7,7 @@ import random
 import pytest
 from sortedcontainers import SortedList
 
+import marketfeed.book as book_module
 from marketfeed.book import DEEP_LEVELS, BookSide, L2Book, TopWindowSide
 
 
@@ -87,3 +88,72 @@ def test_window_side_refills_when_the_top_is_eaten() -> None:
     assert side.top(3) == [(90.0, 1.0), (89.0, 1.0), (88.0, 1.0)]
     side.apply([(float(p), 2.0) for p in range(200, 190, -1)])  # ten new best levels
     assert len(side.head) <= 8 and side.best() == (200.0, 2.0)
+
+
+# --- the C loop (marketfeed/_book.c) against the Python loop it replaces ------------------------------
+
+def _kinds() -> list:
+    """(name, C function, Python function, extra args) for both side kinds; skipped where not built."""
+    c_book = pytest.importorskip("marketfeed._book", reason="C accelerator not built (no compiler at install)")
+    return [
+        ("full", c_book.apply_levels, book_module._apply_levels_py, ()),
+        ("window bids", c_book.apply_window, book_module._apply_window_py, (True,)),
+        ("window asks", c_book.apply_window, book_module._apply_window_py, (False,)),
+    ]
+
+
+def test_accelerator_is_built_where_it_can_be() -> None:
+    """CI has a compiler: the benchmarks' figures assume the C loop, so its absence must not pass silently."""
+    import os
+
+    if os.environ.get("MARKETFEED_PURE_PYTHON") or not os.environ.get("CI"):
+        pytest.skip("only required in CI (MARKETFEED_PURE_PYTHON unset)")
+    assert book_module.ACCELERATED
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_c_loop_matches_python_loop_on_random_diffs(seed: int) -> None:
+    rng = random.Random(seed)
+    for name, c_apply, py_apply, extra in _kinds():
+        # a narrow price range makes repeats, re-inserts and deletions of absent levels common; ints
+        # mixed in check Python's own comparison and hashing rules (1 == 1.0)
+        start = {float(p): 1.0 for p in rng.sample(range(100), 40)}
+        head = sorted(start)
+        if name != "full":
+            head = head[-10:] if extra[0] else head[:10]
+        c_state = (dict(start), list(head))
+        py_state = (dict(start), list(head))
+        for _ in range(3000):
+            updates = []
+            for _ in range(rng.randint(0, 12)):
+                p = rng.randrange(100)
+                price = p if rng.random() < 0.1 else float(p)
+                size = 0.0 if rng.random() < 0.3 else (0 if rng.random() < 0.05 else round(rng.uniform(0.1, 5), 2))
+                updates.append((price, size) if rng.random() < 0.9 else [price, size])
+            c_apply(*c_state, updates, *extra)
+            py_apply(*py_state, updates, *extra)
+            assert c_state == py_state, name
+            assert all(type(a) is type(b) for a, b in zip(c_state[1], py_state[1])), name
+            if name != "full" and not 5 <= len(c_state[1]) <= 20:
+                # what TopWindowSide does around the loop: keep the window the best 10
+                best = sorted(c_state[0])
+                c_state[1][:] = best[-10:] if extra[0] else best[:10]
+                py_state[1][:] = c_state[1]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [[(1.0,)], [(1.0, 2.0, 3.0)], [5], [None], 7, [("x", 1.0)]],
+    ids=["short", "long", "int", "none", "not-iterable", "str-price"],
+)
+def test_c_loop_raises_what_python_raises(bad: object) -> None:
+    for name, c_apply, py_apply, extra in _kinds():
+        levels = {2.0: 1.0, 3.0: 1.0}
+        errors = []
+        for apply in (c_apply, py_apply):
+            try:
+                apply(dict(levels), sorted(levels), bad, *extra)
+                errors.append(None)
+            except Exception as exc:  # noqa: BLE001 - the point is to compare whatever each raises
+                errors.append(type(exc))
+        assert errors[0] is not None and errors[0] is errors[1], (name, bad, errors)
