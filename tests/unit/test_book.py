@@ -82,12 +82,12 @@ def test_full_order_side_switches_to_sorted_list_when_very_deep() -> None:
 def test_window_side_refills_when_the_top_is_eaten() -> None:
     side = TopWindowSide(descending=True, window=4)
     side.load([(float(p), 1.0) for p in range(1, 101)])
-    assert len(side.head) == 4
+    assert len(side.head) == 8  # refilled to two windows
     side.apply([(float(p), 0.0) for p in range(100, 90, -1)])  # the best ten levels go
     assert side.best() == (90.0, 1.0)
     assert side.top(3) == [(90.0, 1.0), (89.0, 1.0), (88.0, 1.0)]
-    side.apply([(float(p), 2.0) for p in range(200, 190, -1)])  # ten new best levels
-    assert len(side.head) <= 8 and side.best() == (200.0, 2.0)
+    side.apply([(float(p), 2.0) for p in range(200, 180, -1)])  # twenty new best levels
+    assert len(side.head) <= 16 and side.best() == (200.0, 2.0)  # trimmed back past four windows
 
 
 # --- the C loop (marketfeed/_book.c) against the Python loop it replaces ------------------------------
