@@ -24,6 +24,20 @@ static Py_ssize_t
 bisect_left(PyObject *list, PyObject *x)
 {
     Py_ssize_t lo = 0, hi = PyList_GET_SIZE(list);
+    if (PyFloat_CheckExact(x)) {
+        /* floats, the usual case: compare the doubles until an item is not a float */
+        double v = PyFloat_AS_DOUBLE(x);
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            PyObject *item = PyList_GET_ITEM(list, mid);
+            if (!PyFloat_CheckExact(item))
+                break;
+            if (PyFloat_AS_DOUBLE(item) < v)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+    }
     while (lo < hi) {
         Py_ssize_t mid = (lo + hi) / 2;
         if (mid >= PyList_GET_SIZE(list)) {  /* a comparison changed the list */
@@ -83,16 +97,45 @@ delete_sorted(PyObject *list, PyObject *x)
     return PyList_SetSlice(list, i, i + 1, NULL);
 }
 
-/* levels.pop(p, None) is not None: 1 removed, 0 absent, -1 error */
+/* levels.pop(p, None) is not None, with one lookup: 1 removed, 0 absent, -1 error */
 static inline int
 pop_level(PyObject *levels, PyObject *p)
 {
-    PyObject *old = PyDict_GetItemWithError(levels, p);
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *old;
+    int rc = PyDict_Pop(levels, p, &old);
+    if (rc <= 0)
+        return rc;
+#else
+    PyObject *old = _PyDict_Pop(levels, p, Py_None);
     if (old == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    if (old == Py_None)
-        return PyDict_DelItem(levels, p) < 0 ? -1 : 0;
-    return PyDict_DelItem(levels, p) < 0 ? -1 : 1;
+        return -1;
+#endif
+    int removed = old != Py_None;
+    Py_DECREF(old);
+    return removed;
+}
+
+/* levels[p] = s, with one lookup: 1 when p is a new level, 0 when it was there, -1 error */
+static inline int
+set_level(PyObject *levels, PyObject *p, PyObject *s)
+{
+    Py_ssize_t before = PyDict_GET_SIZE(levels);
+    if (PyDict_SetItem(levels, p, s) < 0)
+        return -1;
+    return PyDict_GET_SIZE(levels) != before;
+}
+
+/* undo set_level of a new level whose price could not be placed in the sorted list: the error stays */
+static int
+unset_level(PyObject *levels, PyObject *p)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyDict_DelItem(levels, p) < 0)
+        PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+    return -1;
 }
 
 /* truth of a size; floats without a call */
@@ -136,16 +179,20 @@ level_pair(PyObject *item)
 #define PAIR_ITEM(pair, i) \
     (PyTuple_CheckExact(pair) ? PyTuple_GET_ITEM(pair, i) : PyList_GET_ITEM(pair, i))
 
-/* Calls step(state..., p, s) for each level; the loop shared by both kinds of side. */
-typedef int (*step_fn)(PyObject *levels, PyObject *prices, int descending, PyObject *p, PyObject *s);
+/* What a step works on: the side's containers and its direction. */
+typedef struct {
+    PyObject *levels;  /* BookSide: price -> size; TopWindowSide: the deep levels */
+    PyObject *prices;  /* BookSide: every price; TopWindowSide: the window's prices (head) */
+    PyObject *sizes;   /* TopWindowSide: the window's sizes, aligned with head */
+    int descending;
+} side_t;
 
+typedef int (*step_fn)(side_t *side, PyObject *p, PyObject *s);
+
+/* Calls ``step`` for each level of ``updates``: the loop both kinds of side share. */
 static PyObject *
-apply_each(PyObject *levels, PyObject *prices, int descending, PyObject *updates, step_fn step)
+apply_each(side_t *side, PyObject *updates, step_fn step)
 {
-    if (!PyDict_Check(levels) || !PyList_Check(prices)) {
-        PyErr_SetString(PyExc_TypeError, "expected a dict of levels and a list of prices");
-        return NULL;
-    }
     PyObject *seq = PySequence_Fast(updates, "levels must be iterable");
     if (seq == NULL)
         return NULL;
@@ -157,14 +204,13 @@ apply_each(PyObject *levels, PyObject *prices, int descending, PyObject *updates
         PyObject *p = PAIR_ITEM(pair, 0), *s = PAIR_ITEM(pair, 1);
         Py_INCREF(p);
         Py_INCREF(s);
-        int rc = step(levels, prices, descending, p, s);
+        int rc = step(side, p, s);
         Py_DECREF(p);
         Py_DECREF(s);
         Py_DECREF(pair);
         if (rc < 0)
             goto error;
-        if (n != PySequence_Fast_GET_SIZE(seq))  /* a list mutated by a comparison */
-            n = PySequence_Fast_GET_SIZE(seq);
+        n = PySequence_Fast_GET_SIZE(seq);  /* a list mutated by a comparison */
     }
     Py_DECREF(seq);
     Py_RETURN_NONE;
@@ -175,58 +221,22 @@ error:
 
 /* BookSide: every price sorted in ``prices`` */
 static int
-step_full(PyObject *levels, PyObject *prices, int descending, PyObject *p, PyObject *s)
+step_full(side_t *side, PyObject *p, PyObject *s)
 {
+    PyObject *levels = side->levels, *prices = side->prices;
     int t = truthy(s);
     if (t < 0)
         return -1;
     if (t) {
-        int has = PyDict_Contains(levels, p);
-        if (has < 0)
-            return -1;
-        if (!has && insort(prices, p) < 0)
-            return -1;
-        return PyDict_SetItem(levels, p, s);
+        int added = set_level(levels, p, s);
+        if (added <= 0)
+            return added;
+        return insort(prices, p) < 0 ? unset_level(levels, p) : 0;
     }
     int removed = pop_level(levels, p);
     if (removed <= 0)
         return removed;
     return delete_sorted(prices, p);
-}
-
-/* TopWindowSide: only the best prices sorted in ``head`` (bids: best last; asks: best first) */
-static int
-step_window(PyObject *levels, PyObject *head, int descending, PyObject *p, PyObject *s)
-{
-    int t = truthy(s);
-    if (t < 0)
-        return -1;
-    Py_ssize_t n = PyList_GET_SIZE(head);
-    if (t) {
-        int has = PyDict_Contains(levels, p);
-        if (has < 0)
-            return -1;
-        if (!has) {
-            int enters = 1;
-            if (n && n != PyDict_GET_SIZE(levels)) {
-                /* better than the window's worst: bids p > head[0], asks p < head[-1] */
-                enters = descending ? less(PyList_GET_ITEM(head, 0), p) : less(p, PyList_GET_ITEM(head, n - 1));
-                if (enters < 0)
-                    return -1;
-            }
-            if (enters && insort(head, p) < 0)
-                return -1;
-        }
-        return PyDict_SetItem(levels, p, s);
-    }
-    int removed = pop_level(levels, p);
-    if (removed <= 0 || n == 0)
-        return removed;
-    /* within the window: bids p >= head[0], asks p <= head[-1] */
-    int outside = descending ? less(p, PyList_GET_ITEM(head, 0)) : less(PyList_GET_ITEM(head, n - 1), p);
-    if (outside < 0)
-        return -1;
-    return outside ? 0 : delete_sorted(head, p);
 }
 
 static PyObject *
@@ -236,32 +246,121 @@ apply_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "apply_levels(levels, prices, updates)");
         return NULL;
     }
-    return apply_each(args[0], args[1], 0, args[2], step_full);
+    if (!PyDict_Check(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "expected a dict of levels and a list of prices");
+        return NULL;
+    }
+    side_t side = {args[0], args[1], NULL, 0};
+    return apply_each(&side, args[2], step_full);
+}
+
+/* price == head[i], with Python's rules (no identity shortcut, as the == operator) */
+static inline int
+equal_at(PyObject *head, Py_ssize_t i, PyObject *p)
+{
+    PyObject *h = PyList_GET_ITEM(head, i);
+    if (PyFloat_CheckExact(h) && PyFloat_CheckExact(p))
+        return PyFloat_AS_DOUBLE(h) == PyFloat_AS_DOUBLE(p);
+    Py_INCREF(h);
+    PyObject *r = PyObject_RichCompare(h, p, Py_EQ);
+    Py_DECREF(h);
+    if (r == NULL)
+        return -1;
+    int eq = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return eq;
+}
+
+/* TopWindowSide: the best prices in ``head`` (ascending) with their sizes in ``sizes``, every other
+ * level in the ``deep`` dict. A level at or better than the window's worst price is in the window. */
+static int
+step_window(side_t *side, PyObject *p, PyObject *s)
+{
+    PyObject *deep = side->levels, *head = side->prices, *sizes = side->sizes;
+    int descending = side->descending;
+    int t = truthy(s);
+    if (t < 0)
+        return -1;
+    Py_ssize_t n = PyList_GET_SIZE(head);
+    int in_window = 0;
+    if (n) {
+        /* bids: not p < head[0]; asks: not head[-1] < p */
+        int outside = descending ? less(p, PyList_GET_ITEM(head, 0)) : less(PyList_GET_ITEM(head, n - 1), p);
+        if (outside < 0)
+            return -1;
+        in_window = !outside;
+    }
+    if (!in_window) {
+        if (t)
+            return PyDict_SetItem(deep, p, s);
+        return pop_level(deep, p) < 0 ? -1 : 0;
+    }
+    Py_ssize_t i = bisect_left(head, p);
+    if (i < 0)
+        return -1;
+    int found = 0;
+    if (i < PyList_GET_SIZE(head)) {
+        found = equal_at(head, i, p);
+        if (found < 0)
+            return -1;
+    }
+    if (PyList_GET_SIZE(sizes) != PyList_GET_SIZE(head)) {
+        PyErr_SetString(PyExc_RuntimeError, "book window prices and sizes differ in length");
+        return -1;
+    }
+    if (found) {
+        if (t) {
+            Py_INCREF(s);
+            return PyList_SetItem(sizes, i, s);
+        }
+        if (PyList_SetSlice(head, i, i + 1, NULL) < 0)
+            return -1;
+        return PyList_SetSlice(sizes, i, i + 1, NULL);
+    }
+    if (!t)
+        return 0;
+    if (PyList_Insert(head, i, p) < 0)
+        return -1;
+    if (PyList_Insert(sizes, i, s) < 0) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyList_SetSlice(head, i, i + 1, NULL);
+        PyErr_Restore(type, value, tb);
+        return -1;
+    }
+    return 0;
 }
 
 static PyObject *
 apply_window(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "apply_window(levels, head, updates, descending)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "apply_window(deep, head, sizes, updates, descending)");
         return NULL;
     }
-    int descending = PyObject_IsTrue(args[3]);
+    PyObject *deep = args[0], *head = args[1], *sizes = args[2];
+    if (!PyDict_Check(deep) || !PyList_Check(head) || !PyList_Check(sizes)) {
+        PyErr_SetString(PyExc_TypeError, "expected a dict of deep levels and lists of window prices and sizes");
+        return NULL;
+    }
+    int descending = PyObject_IsTrue(args[4]);
     if (descending < 0)
         return NULL;
-    return apply_each(args[0], args[1], descending, args[2], step_window);
+    side_t side = {deep, head, sizes, descending};
+    return apply_each(&side, args[3], step_window);
 }
 
 static PyMethodDef methods[] = {
     {"apply_levels", (PyCFunction)(void (*)(void))apply_levels, METH_FASTCALL,
      "apply_levels(levels, prices, updates): a BookSide diff (see book._apply_levels_py)"},
     {"apply_window", (PyCFunction)(void (*)(void))apply_window, METH_FASTCALL,
-     "apply_window(levels, head, updates, descending): a TopWindowSide diff (see book._apply_window_py)"},
+     "apply_window(deep, head, sizes, updates, descending): a TopWindowSide diff (see book._apply_window_py)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "marketfeed._book", "The order book's per-level loop in C (see book.py).", -1, methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC

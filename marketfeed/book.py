@@ -8,10 +8,12 @@ is touched only when a level appears or disappears, and it comes in two kinds, c
   message, OKX keeps 400 levels): a plain list kept with ``bisect`` beats a SortedList on books of a
   few thousand levels (a C memmove is cheaper than SortedList's Python bookkeeping); past
   ``DEEP_LEVELS`` the side switches to a ``sortedcontainers.SortedList``, whose cost stays logarithmic.
-- ``TopWindowSide`` keeps only the best ``window`` prices sorted and the deeper ones in the dict alone.
-  Full-depth diff books (Binance) insert and delete thousands of levels far from the top: in the real
-  BTCUSDT recording 60% of all inserts and deletes are below the 64th level. Those become a single dict
-  operation, and the rest a bisect over a short list. The full order is computed only on request.
+- ``TopWindowSide`` keeps the best prices in a short sorted list with their sizes beside them, and
+  every deeper level in a dict. Full-depth diff books (Binance) change mostly the levels near the top,
+  and a bisect over a short list of floats is cheaper than a dict store keyed by a float (hashing a
+  float and probing: decimal prices on one tick collide in the low hash bits). Deeper levels (in the
+  real BTCUSDT recording 60% of inserts and deletes are below the 64th level) are one dict operation.
+  The full order is computed only on request.
 
 The per-level loop of both (``_apply_levels_py``, ``_apply_window_py``) also exists in C
 (``marketfeed/_book.c``, built when the package is installed): the same steps without a dozen bytecodes
@@ -45,26 +47,26 @@ def _apply_levels_py(levels: dict, prices: list, updates: Iterable[LevelPair]) -
             del prices[bisect_left(prices, p)]
 
 
-def _apply_window_py(levels: dict, head: list, updates: Iterable[LevelPair], descending: bool) -> None:
-    """``TopWindowSide`` diff: set each level in ``levels``, and in ``head`` where it is in the window."""
-    if descending:
-        for p, s in updates:
-            if s:
-                # a new price enters the window if it is better than the window's worst, or if the
-                # window holds the whole side
-                if p not in levels and (not head or p > head[0] or len(head) == len(levels)):
-                    insort(head, p)
-                levels[p] = s
-            elif levels.pop(p, None) is not None and head and p >= head[0]:
-                del head[bisect_left(head, p)]
-    else:
-        for p, s in updates:
-            if s:
-                if p not in levels and (not head or p < head[-1] or len(head) == len(levels)):
-                    insort(head, p)
-                levels[p] = s
-            elif levels.pop(p, None) is not None and head and p <= head[-1]:
-                del head[bisect_left(head, p)]
+def _apply_window_py(deep: dict, head: list, sizes: list, updates: Iterable[LevelPair], descending: bool) -> None:
+    """``TopWindowSide`` diff: a level at or better than the window's worst price is in the window
+    (``head``/``sizes``), any other in ``deep``."""
+    for p, s in updates:
+        n = len(head)
+        if n and (not p < head[0] if descending else not head[-1] < p):
+            i = bisect_left(head, p)
+            if i < len(head) and head[i] == p:
+                if s:
+                    sizes[i] = s
+                else:
+                    del head[i]
+                    del sizes[i]
+            elif s:
+                head.insert(i, p)
+                sizes.insert(i, s)
+        elif s:
+            deep[p] = s
+        else:
+            deep.pop(p, None)
 
 
 _apply_levels = _apply_levels_py
@@ -163,71 +165,96 @@ class BookSide:
 
 
 class TopWindowSide:
-    """One side: ``levels`` maps price -> size; ``head`` holds the best prices in ascending order.
+    """One side: the best prices ascending in ``head`` with their sizes in ``sizes``; the rest of the
+    levels in ``deep`` (price -> size), all worse than every price in ``head``.
 
-    Invariant: ``head`` is exactly the best ``len(head)`` prices of ``levels`` (all of them while the side
-    is small). It is refilled with the best ``2 * window`` prices when it shrinks below half the window,
-    and trimmed back to that when it grows past four windows, so reading the best ``window // 2`` levels
-    never sorts. The margins make refills rare: one refill sorts the whole side (``sorted`` in C beats
-    ``heapq.nlargest``, whose loop is Python).
+    ``head`` is refilled to the best ``2 * window`` levels when it shrinks below half the window, and
+    trimmed back to that when it grows past four windows, so reading the best ``window // 2`` levels
+    never sorts. The margins keep refills rare; a refill sorts the deep levels once.
     """
 
-    __slots__ = ("levels", "head", "descending", "window")
+    __slots__ = ("deep", "head", "sizes", "descending", "window")
 
     def __init__(self, descending: bool, window: int = 64) -> None:
-        self.levels: dict[float, float] = {}
+        self.deep: dict[float, float] = {}
         self.head: list[float] = []
+        self.sizes: list[float] = []
         self.descending = descending  # True for bids: best is the highest price, at head[-1]
         self.window = window
 
     def __len__(self) -> int:
-        return len(self.levels)
+        return len(self.head) + len(self.deep)
+
+    @property
+    def levels(self) -> dict[float, float]:
+        """Every level as price -> size (computed)."""
+        levels = dict(self.deep)
+        levels.update(zip(self.head, self.sizes))
+        return levels
 
     @property
     def prices(self) -> list[float]:
         """Every price in ascending order (computed: use ``top_prices`` on hot paths)."""
-        return self.head if len(self.head) == len(self.levels) else sorted(self.levels)
+        if not self.deep:
+            return self.head
+        deep = sorted(self.deep)
+        return deep + self.head if self.descending else self.head + deep
 
     def clear(self) -> None:
-        self.levels = {}
+        self.deep = {}
         self.head = []
+        self.sizes = []
 
     def load(self, levels: Iterable[LevelPair]) -> None:
-        self.levels = {p: s for p, s in levels if s}
+        self.deep = {p: s for p, s in levels if s}
         self.head = []
+        self.sizes = []
         self._refill()
 
     def _refill(self) -> None:
-        keep = 2 * self.window
-        head = sorted(self.levels)
-        if len(head) > keep:
-            head = head[-keep:] if self.descending else head[:keep]
-        self.head = head
+        """Move the best deep levels into the window until it holds two windows (or everything)."""
+        deep = self.deep
+        want = 2 * self.window - len(self.head)
+        if want <= 0 or not deep:
+            return
+        ordered = sorted(deep)
+        if self.descending:
+            moved = ordered[-want:]
+            self.head[:0] = moved
+            self.sizes[:0] = [deep.pop(p) for p in moved]
+        else:
+            moved = ordered[:want]
+            self.head += moved
+            self.sizes += [deep.pop(p) for p in moved]
+
+    def _trim(self) -> None:
+        """Move the window's worst levels into ``deep`` until it holds two windows."""
+        head, sizes, keep = self.head, self.sizes, 2 * self.window
+        cut = slice(0, len(head) - keep) if self.descending else slice(keep, None)
+        self.deep.update(zip(head[cut], sizes[cut]))
+        del head[cut]
+        del sizes[cut]
+
+    def maintain(self) -> None:
+        """Bring the window back within its bounds after a diff."""
+        n = len(self.head)
+        if n > 4 * self.window:
+            self._trim()
+        elif n < self.window // 2 and self.deep:
+            self._refill()
 
     def apply(self, updates: Iterable[LevelPair]) -> None:
         """Set each ``[price, size]`` in order; size 0 deletes (deleting an absent level is a no-op)."""
-        levels = self.levels
-        head = self.head
-        _apply_window(levels, head, updates, self.descending)
-        n = len(head)
-        window = self.window
-        if n > 4 * window:
-            if self.descending:
-                del head[: n - 2 * window]
-            else:
-                del head[2 * window :]
-        elif n < window // 2 and n < len(levels):
-            self._refill()
+        _apply_window(self.deep, self.head, self.sizes, updates, self.descending)
+        self.maintain()
 
     def set(self, price: float, size: float) -> None:
         self.apply(((price, size),))
 
     def best(self) -> tuple[float, float] | None:
-        head = self.head
-        if not head:
+        if not self.head:
             return None
-        p = head[-1] if self.descending else head[0]
-        return p, self.levels[p]
+        return (self.head[-1], self.sizes[-1]) if self.descending else (self.head[0], self.sizes[0])
 
     def best_price(self) -> float | None:
         head = self.head
@@ -235,39 +262,42 @@ class TopWindowSide:
             return None
         return head[-1] if self.descending else head[0]
 
-    def top_prices(self, n: int) -> list[float]:
-        head = self.head
-        if n > len(head) and len(head) < len(self.levels):
-            head = sorted(self.levels)  # deeper than the window: sort on request
-        if self.descending:
-            return head[-1 : -n - 1 : -1] if n < len(head) else head[::-1]
-        return head[:n]
-
     def top(self, n: int) -> list[tuple[float, float]]:
         """The best ``n`` levels, best first, as ``(price, size)``."""
-        levels = self.levels
-        return [(p, levels[p]) for p in self.top_prices(n)]
+        head, sizes = self.head, self.sizes
+        if self.descending:
+            top = list(zip(head[: -n - 1 : -1], sizes[: -n - 1 : -1]))
+        else:
+            top = list(zip(head[:n], sizes[:n]))
+        if len(top) < n and self.deep:  # deeper than the window: sort on request
+            deep = self.deep
+            more = sorted(deep, reverse=self.descending)[: n - len(top)]
+            top += [(p, deep[p]) for p in more]
+        return top
+
+    def top_prices(self, n: int) -> list[float]:
+        return [p for p, _ in self.top(n)]
 
     def truncate(self, depth: int) -> list[float]:
         """Drop levels beyond the best ``depth``; return the removed prices (worst last)."""
-        if len(self.levels) <= depth:
+        if len(self) <= depth:
             return []
-        ordered = sorted(self.levels, reverse=self.descending)
+        levels = self.levels
+        ordered = sorted(levels, reverse=self.descending)
         removed = ordered[depth:]
-        for p in removed:
-            del self.levels[p]
-        self._refill()
+        self.load((p, levels[p]) for p in ordered[:depth])
         return removed
 
 
 class L2Book:
     """A price-level book: apply snapshots and diffs, read the top, check it is not crossed."""
 
-    __slots__ = ("bids", "asks")
+    __slots__ = ("bids", "asks", "window")
 
     def __init__(self, window: int | None = None) -> None:
         """``window`` None keeps the full order of every level (``BookSide``); a number keeps only
         that many best levels sorted (``TopWindowSide``), for full-depth diff books."""
+        self.window = window
         if window is None:
             self.bids: BookSide | TopWindowSide = BookSide(descending=True)
             self.asks: BookSide | TopWindowSide = BookSide(descending=False)
@@ -288,6 +318,18 @@ class L2Book:
         so the hot path checks consistency without another call."""
         b = self.bids
         a = self.asks
+        window = self.window
+        if window is not None:
+            # the Binance hot path: TopWindowSide.apply and best_price inlined (a Python call costs
+            # about as much as applying a level)
+            bh = b.head
+            ah = a.head
+            _apply_window(b.deep, bh, b.sizes, bids, True)
+            _apply_window(a.deep, ah, a.sizes, asks, False)
+            if not (window // 2 <= len(bh) <= 4 * window and window // 2 <= len(ah) <= 4 * window):
+                b.maintain()  # in place: bh and ah stay the sides' lists
+                a.maintain()
+            return bool(bh) and bool(ah) and bh[-1] >= ah[0]
         b.apply(bids)
         a.apply(asks)
         b = b.best_price()

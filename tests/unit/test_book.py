@@ -92,14 +92,28 @@ def test_window_side_refills_when_the_top_is_eaten() -> None:
 
 # --- the C loop (marketfeed/_book.c) against the Python loop it replaces ------------------------------
 
-def _kinds() -> list:
-    """(name, C function, Python function, extra args) for both side kinds; skipped where not built."""
-    c_book = pytest.importorskip("marketfeed._book", reason="C accelerator not built (no compiler at install)")
-    return [
-        ("full", c_book.apply_levels, book_module._apply_levels_py, ()),
-        ("window bids", c_book.apply_window, book_module._apply_window_py, (True,)),
-        ("window asks", c_book.apply_window, book_module._apply_window_py, (False,)),
-    ]
+def _c_book():
+    return pytest.importorskip("marketfeed._book", reason="C accelerator not built (no compiler at install)")
+
+
+def _split(levels: dict, descending: bool) -> tuple[dict, list, list]:
+    """A TopWindowSide's containers for ``levels``: the best 10 in the window, the rest deep."""
+    ordered = sorted(levels)
+    head = ordered[-10:] if descending else ordered[:10]
+    deep = {p: s for p, s in levels.items() if p not in set(head)}
+    return deep, head, [levels[p] for p in head]
+
+
+def _random_updates(rng: random.Random) -> list:
+    # a narrow price range makes repeats, re-inserts and deletions of absent levels common; ints mixed
+    # in check Python's own comparison and hashing rules (1 == 1.0); some levels are lists
+    updates = []
+    for _ in range(rng.randint(0, 12)):
+        p = rng.randrange(100)
+        price = p if rng.random() < 0.1 else float(p)
+        size = 0.0 if rng.random() < 0.3 else (0 if rng.random() < 0.05 else round(rng.uniform(0.1, 5), 2))
+        updates.append((price, size) if rng.random() < 0.9 else [price, size])
+    return updates
 
 
 def test_accelerator_is_built_where_it_can_be() -> None:
@@ -112,33 +126,41 @@ def test_accelerator_is_built_where_it_can_be() -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_c_loop_matches_python_loop_on_random_diffs(seed: int) -> None:
+def test_c_full_loop_matches_python_loop_on_random_diffs(seed: int) -> None:
+    c_apply = _c_book().apply_levels
     rng = random.Random(seed)
-    for name, c_apply, py_apply, extra in _kinds():
-        # a narrow price range makes repeats, re-inserts and deletions of absent levels common; ints
-        # mixed in check Python's own comparison and hashing rules (1 == 1.0)
-        start = {float(p): 1.0 for p in rng.sample(range(100), 40)}
-        head = sorted(start)
-        if name != "full":
-            head = head[-10:] if extra[0] else head[:10]
-        c_state = (dict(start), list(head))
-        py_state = (dict(start), list(head))
-        for _ in range(3000):
-            updates = []
-            for _ in range(rng.randint(0, 12)):
-                p = rng.randrange(100)
-                price = p if rng.random() < 0.1 else float(p)
-                size = 0.0 if rng.random() < 0.3 else (0 if rng.random() < 0.05 else round(rng.uniform(0.1, 5), 2))
-                updates.append((price, size) if rng.random() < 0.9 else [price, size])
-            c_apply(*c_state, updates, *extra)
-            py_apply(*py_state, updates, *extra)
-            assert c_state == py_state, name
-            assert all(type(a) is type(b) for a, b in zip(c_state[1], py_state[1])), name
-            if name != "full" and not 5 <= len(c_state[1]) <= 20:
-                # what TopWindowSide does around the loop: keep the window the best 10
-                best = sorted(c_state[0])
-                c_state[1][:] = best[-10:] if extra[0] else best[:10]
-                py_state[1][:] = c_state[1]
+    start = {float(p): 1.0 for p in rng.sample(range(100), 40)}
+    c_state = (dict(start), sorted(start))
+    py_state = (dict(start), sorted(start))
+    for _ in range(3000):
+        updates = _random_updates(rng)
+        c_apply(*c_state, updates)
+        book_module._apply_levels_py(*py_state, updates)
+        assert c_state == py_state
+        assert [type(p) for p in c_state[1]] == [type(p) for p in py_state[1]]
+
+
+@pytest.mark.parametrize("descending", [True, False])
+@pytest.mark.parametrize("seed", range(4))
+def test_c_window_loop_matches_python_loop_on_random_diffs(seed: int, descending: bool) -> None:
+    c_apply = _c_book().apply_window
+    rng = random.Random(seed)
+    start = {float(p): 1.0 for p in rng.sample(range(100), 40)}
+    c_state = _split(start, descending)
+    py_state = _split(start, descending)
+    for _ in range(3000):
+        updates = _random_updates(rng)
+        c_apply(*c_state, updates, descending)
+        book_module._apply_window_py(*py_state, updates, descending)
+        assert c_state == py_state
+        assert [type(p) for p in c_state[1]] == [type(p) for p in py_state[1]]
+        deep, head, sizes = c_state
+        assert len(head) == len(sizes) and head == sorted(head)
+        if not 5 <= len(head) <= 20:  # what TopWindowSide does around the loop: keep about 10
+            levels = dict(deep)
+            levels.update(zip(head, sizes))
+            c_state = _split(levels, descending)
+            py_state = _split(levels, descending)
 
 
 @pytest.mark.parametrize(
@@ -147,13 +169,22 @@ def test_c_loop_matches_python_loop_on_random_diffs(seed: int) -> None:
     ids=["short", "long", "int", "none", "not-iterable", "str-price"],
 )
 def test_c_loop_raises_what_python_raises(bad: object) -> None:
-    for name, c_apply, py_apply, extra in _kinds():
-        levels = {2.0: 1.0, 3.0: 1.0}
+    c_book = _c_book()
+    levels = {2.0: 1.0, 3.0: 1.0}
+    kinds = [
+        ("full", c_book.apply_levels, book_module._apply_levels_py, lambda: (dict(levels), sorted(levels)), ()),
+        ("window", c_book.apply_window, book_module._apply_window_py, lambda: ({}, [2.0, 3.0], [1.0, 1.0]), (True,)),
+    ]
+    for name, c_apply, py_apply, state, extra in kinds:
         errors = []
+        states = []
         for apply in (c_apply, py_apply):
+            st = state()
             try:
-                apply(dict(levels), sorted(levels), bad, *extra)
+                apply(*st, bad, *extra)
                 errors.append(None)
             except Exception as exc:  # noqa: BLE001 - the point is to compare whatever each raises
                 errors.append(type(exc))
+            states.append(st)
         assert errors[0] is not None and errors[0] is errors[1], (name, bad, errors)
+        assert states[0] == states[1], (name, bad)
