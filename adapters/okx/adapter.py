@@ -43,6 +43,7 @@ from bisect import bisect_left
 from collections import Counter, deque
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
+from zlib import crc32
 
 import msgspec
 import structlog
@@ -65,10 +66,14 @@ from marketfeed.logging import RateLimitedLog
 from marketfeed.protocol import Adapter, Connect, Disconnect, Fetch, Send
 
 from . import schemas
+from .checksum import DEPTH as CHECKSUM_DEPTH
 from .checksum import checksum_of_fragments, crc_of_fragments
 from .symbols import InstrumentInfo, InstrumentMap, guess
 
 log = structlog.get_logger("marketfeed.okx")
+
+_decode_book_push = schemas.book_push_decoder.decode
+_CHECKSUM_PARTS: list[str] = [""] * (2 * CHECKSUM_DEPTH)  # the hot path's reused checksum buffer
 
 MS = 1_000_000
 SECOND = 1_000_000_000
@@ -114,32 +119,32 @@ def _apply_side(levels_in: list[schemas.Level], side: BookSide, frag: list[str],
     exact-text fragments; return the event's ``(price, size)`` list in base units."""
     levels = side.levels
     prices = side.prices
-    n = len(prices)
     changes = []
     append = changes.append
+    # the hot loop of the adapter: the dict answers "is it there" (cheaper than comparing at the
+    # bisected index), and the size test doubles as the validity test where it can
     for lv in levels_in:
         px = lv.px
         sz = lv.sz
         p = float(px)
         s = float(sz)
-        if not (p > 0.0 and s >= 0.0):  # also false for NaN
-            raise ValueError(f"bad level [{px!r}, {sz!r}]")
-        i = bisect_left(prices, p)
-        if s:
+        if s > 0.0 and p > 0.0:  # set (a NaN or negative size is not > 0)
             if ct is not None:
                 s = round(s * ct, nd)
-            if i < n and prices[i] == p:
-                frag[i] = f"{px}:{sz}"
+            if p in levels:
+                frag[bisect_left(prices, p)] = f"{px}:{sz}"
             else:
+                i = bisect_left(prices, p)
                 prices.insert(i, p)
                 frag.insert(i, f"{px}:{sz}")
-                n += 1
             levels[p] = s
-        elif i < n and prices[i] == p:
+        elif s or not p > 0.0:  # a negative or NaN size, or a price that is not > 0 (also NaN)
+            raise ValueError(f"bad level [{px!r}, {sz!r}]")
+        elif p in levels:  # size 0 (or -0): delete
+            i = bisect_left(prices, p)
             del prices[i]
             del frag[i]
             del levels[p]
-            n -= 1
         append((p, s))
     return changes
 
@@ -498,17 +503,20 @@ class OkxAdapter(Adapter):
         if type(data) is str and data.startswith(BOOK_PREFIX):
             # the hot path: a book frame decoded in one pass (anything odd takes the general path)
             try:
-                msg = schemas.book_push_decoder.decode(data)
+                msg = _decode_book_push(data)
             except msgspec.DecodeError:
-                msg = None
-            if msg is not None and msg.arg.channel in BOOK_CHANNELS:
-                sym = self.syms.get(msg.arg.instId)  # type: ignore[arg-type]
-                sync = sym.syncs.get(conn) if sym is not None else None
-                if sync is not None and sync.state is LIVE and msg.action == "update" and len(msg.data) == 1:
-                    self._update(sym, sync, ts, msg.data[0])  # type: ignore[arg-type]
-                else:
-                    self._on_book(conn, ts, msg.arg, msg.action, msg.data)
-                return
+                pass  # the general path says what is wrong with it
+            else:
+                arg = msg.arg
+                if arg.channel in BOOK_CHANNELS:
+                    sym = self.syms.get(arg.instId)  # type: ignore[arg-type]
+                    sync = sym.syncs.get(conn) if sym is not None else None
+                    datas = msg.data
+                    if sync is not None and sync.state is LIVE and msg.action == "update" and len(datas) == 1:
+                        self._update(sym, sync, ts, datas[0])  # type: ignore[arg-type]
+                    else:
+                        self._on_book(conn, ts, arg, msg.action, datas)
+                    return
         if data == "pong" or data == b"pong":
             self.counters["pongs"] += 1
             return
@@ -797,29 +805,43 @@ class OkxAdapter(Adapter):
     def _update(self, sym: SymbolState, sync: BookSync, ts: int, d: schemas.BookData) -> None:
         seq = d.seqId
         prev = d.prevSeqId
-        last = sync.last
-        if seq is not None and prev is not None and last is not None:
-            if prev != last:
+        if prev == sync.last and prev is not None and seq is not None:
+            sync.bridging = False  # the common case first: continuity holds
+        else:
+            last = sync.last
+            if seq is not None and prev is not None and last is not None:  # then prev != last
                 if not (sync.bridging and prev <= last < seq):
                     self._fail(sym, sync, ts, f"gap: prevSeqId={prev}, expected {last} (seqId={seq})", "gaps")
                     return
-            sync.bridging = False
-        else:
-            self._check_seq_presence(d)
+                sync.bridging = False
+            else:
+                self._check_seq_presence(d)
         book = sync.book
+        bids = d.bids
+        asks = d.asks
         try:  # _apply, inlined: a call costs about as much as a level
-            bids = _apply_side(d.bids, book.bids, sync.bfrag, sym.ct_val, sym.size_decimals) if d.bids else []
-            asks = _apply_side(d.asks, book.asks, sync.afrag, sym.ct_val, sym.size_decimals) if d.asks else []
+            bids = _apply_side(bids, book.bids, sync.bfrag, sym.ct_val, sym.size_decimals) if bids else []
+            asks = _apply_side(asks, book.asks, sync.afrag, sym.ct_val, sym.size_decimals) if asks else []
         except (ValueError, IndexError, TypeError) as exc:
             self._fail(sym, sync, ts, f"malformed update: {exc}", "malformed_books")
             return
         bp = book.bids.prices
         ap = book.asks.prices
-        if len(bp) > sync.depth or len(ap) > sync.depth:
+        depth = sync.depth
+        if len(bp) > depth or len(ap) > depth:
             self._truncate_both(sync, bids, asks)
         checksum = d.checksum
         if checksum:
-            if crc_of_fragments(sync.bfrag[:-26:-1], sync.afrag[:25]) != checksum & 0xFFFFFFFF:
+            # crc_of_fragments inlined for the common case of 25 levels a side (the slice assignment
+            # refuses any other length)
+            try:
+                parts = _CHECKSUM_PARTS
+                parts[0::2] = sync.bfrag[:-26:-1]
+                parts[1::2] = sync.afrag[:25]
+                crc = crc32(":".join(parts).encode())
+            except ValueError:
+                crc = crc_of_fragments(sync.bfrag[:-26:-1], sync.afrag[:25])
+            if crc != checksum & 0xFFFFFFFF:
                 self.counters["checksum_failures"] += 1
                 self._fail(sym, sync, ts, f"checksum mismatch at seqId={seq}: venue {checksum}", None)
                 return
@@ -833,8 +855,9 @@ class OkxAdapter(Adapter):
             return
         self._n_updates += 1
         if sym.owner == sync.conn and sym.consumer_valid:
+            ts_ex = d.ts
             self.events.append(
-                Book(self.venue, sym.symbol, ts, d.ts * MS if d.ts else None, seq, False, bids, asks, checksum)
+                Book(self.venue, sym.symbol, ts, ts_ex * MS if ts_ex else None, seq, False, bids, asks, checksum)
             )
         elif not sym.refused:
             self._emit_other(sym, sync, ts, d)
