@@ -74,7 +74,8 @@ _apply_window = _apply_window_py
 ACCELERATED = False
 if not os.environ.get("MARKETFEED_PURE_PYTHON"):
     try:
-        from marketfeed._book import apply_levels as _apply_levels, apply_window as _apply_window  # type: ignore[no-redef]
+        from marketfeed._book import apply_levels as _apply_levels  # type: ignore[no-redef]
+        from marketfeed._book import apply_window as _apply_window
 
         ACCELERATED = True
     except ImportError:  # not built (no C compiler at install): the Python loops

@@ -88,12 +88,38 @@ _encoder = msgspec.json.Encoder()
 _SPILL = 256 * 1024  # bytes of records a CaptureWriter collects before writing them to the file
 
 
-def _open_binary(path: Path) -> io.BufferedIOBase:
-    fh = open(path, "rb")
-    magic = fh.peek(2)[:2] if hasattr(fh, "peek") else b""
-    if magic == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
-    return fh
+_READ = 256 * 1024  # bytes read (and, for gzip, decompressed) at a time
+
+
+def _line_blocks(fh: io.BufferedReader) -> Iterator[list[bytes]]:
+    """The lines of a capture file without their newlines, a block at a time. Gzip (one member, or
+    several as concatenated files are) is decompressed in large pieces: a third cheaper than reading it
+    line by line through ``gzip.GzipFile``. A gzip stream that ends early raises EOFError, as GzipFile
+    does, after the last whole line."""
+    gz = fh.peek(2)[:2] == GZIP_MAGIC
+    inflater = None
+    tail = b""
+    while chunk := fh.read(_READ):
+        if gz:
+            pieces = []
+            while chunk:
+                if inflater is None or inflater.eof:
+                    if inflater is not None:
+                        chunk = chunk.lstrip(b"\0")  # padding between members, as gzip allows
+                        if not chunk:
+                            break
+                    inflater = zlib.decompressobj(wbits=31)
+                pieces.append(inflater.decompress(chunk))
+                chunk = inflater.unused_data if inflater.eof else b""
+            chunk = b"".join(pieces)
+        lines = (tail + chunk if tail else chunk).split(b"\n")
+        tail = lines.pop()
+        if lines:
+            yield lines
+    if gz and (inflater is None or not inflater.eof):
+        raise EOFError("compressed file ended before the end-of-stream marker was reached")
+    if tail:
+        yield [tail]
 
 
 def read_capture(path: str | Path) -> tuple[Header, Iterator[Record]]:
@@ -103,45 +129,54 @@ def read_capture(path: str | Path) -> tuple[Header, Iterator[Record]]:
     marketfeed capture, an unknown version, a malformed record or a truncated gzip stream.
     """
     path = Path(path)
+    fh = None
     try:
-        fh = _open_binary(path)
-        first = fh.readline()
+        fh = open(path, "rb")
+        blocks = _line_blocks(fh)
+        lines = next(blocks, [])
     except (OSError, EOFError, zlib.error) as exc:
+        if fh is not None:
+            fh.close()
         raise CaptureError(f"{path}: cannot read: {exc}") from None
-    if not first.strip():
-        fh.close()
-        raise CaptureError(f"{path}:1: empty file, expected a capture header")
+    first = lines[0] if lines else b""
     try:
-        header = _header_decoder.decode(first)
-    except msgspec.DecodeError as exc:
+        if not first.strip():
+            raise CaptureError(f"{path}:1: empty file, expected a capture header")
+        try:
+            header = _header_decoder.decode(first)
+        except msgspec.DecodeError as exc:
+            raise CaptureError(f"{path}:1: not a capture header ({exc})") from None
+        if header.capture != "marketfeed":
+            raise CaptureError(f"{path}:1: not a marketfeed capture (capture={header.capture!r})")
+        if header.version != VERSION:
+            raise CaptureError(
+                f"{path}:1: capture version {header.version} is not supported (this reader knows {VERSION})"
+            )
+    except CaptureError:
         fh.close()
-        raise CaptureError(f"{path}:1: not a capture header ({exc})") from None
-    if header.capture != "marketfeed":
-        fh.close()
-        raise CaptureError(f"{path}:1: not a marketfeed capture (capture={header.capture!r})")
-    if header.version != VERSION:
-        fh.close()
-        raise CaptureError(
-            f"{path}:1: capture version {header.version} is not supported (this reader knows {VERSION})"
-        )
-    return header, _records(path, fh)
+        raise
+    return header, _records(path, fh, lines[1:], blocks)
 
 
-def _records(path: Path, fh: io.BufferedIOBase) -> Iterator[Record]:
+def _records(path: Path, fh: io.BufferedReader, lines: list[bytes], blocks: Iterator[list[bytes]]) -> Iterator[Record]:
     decode = _record_decoder.decode
     lineno = 1
     try:
         with fh:
-            for line in fh:
-                lineno += 1
-                if not line.strip():
-                    continue
-                try:
-                    yield decode(line)
-                except msgspec.DecodeError as exc:
-                    raise CaptureError(f"{path}:{lineno}: bad record: {exc}") from None
+            while True:
+                for line in lines:
+                    lineno += 1
+                    if not line.strip():
+                        continue
+                    try:
+                        yield decode(line)
+                    except msgspec.DecodeError as exc:
+                        raise CaptureError(f"{path}:{lineno}: bad record: {exc}") from None
+                lines = next(blocks, None)
+                if lines is None:
+                    return
     except (OSError, EOFError, zlib.error) as exc:
-        # gzip raises EOFError on a truncated stream, BadGzipFile (an OSError) on corrupt data
+        # a gzip stream that ends early raises EOFError; corrupt data raises zlib.error
         raise CaptureError(f"{path}:{lineno + 1}: truncated or corrupt: {exc}") from None
 
 

@@ -1,0 +1,70 @@
+"""Reading captures: gzip in one or several members, plain text, long lines, truncation."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from marketfeed.capture import CaptureError, CaptureWriter, Recv, read_capture
+
+TS = 1_700_000_000_000_000_000
+
+
+def write(path: Path, frames: list[str]) -> Path:
+    with CaptureWriter(path, ["binance"]) as w:
+        w.open(TS, "c1", "binance", "wss://stream.binance.com:9443/stream")
+        for i, frame in enumerate(frames):
+            w.recv(TS + i, "c1", frame)
+    return path
+
+
+def frames_of(path: Path) -> list[str]:
+    _, records = read_capture(path)
+    return [r.data for r in records if type(r) is Recv]
+
+
+def test_concatenated_gzip_members_and_padding_read_as_one_file(tmp_path: Path) -> None:
+    """`cat a.gz b.gz` is a valid gzip file; gzip also allows zero padding after a member."""
+    first = write(tmp_path / "a.capture.jsonl.gz", [f'{{"n":{i}}}' for i in range(3000)])
+    more = b"".join(f'{{"ev":"recv","ts":{TS + i},"conn":"c1","data":"x{i}"}}\n'.encode() for i in range(5000))
+    joined = tmp_path / "joined.capture.jsonl.gz"
+    joined.write_bytes(first.read_bytes() + gzip.compress(more) + b"\0" * 16 + gzip.compress(b"\n"))
+    got = frames_of(joined)
+    assert got == [f'{{"n":{i}}}' for i in range(3000)] + [f"x{i}" for i in range(5000)]
+
+
+def test_lines_longer_than_a_read_block_and_crlf(tmp_path: Path) -> None:
+    big = "y" * 700_000  # longer than the reader's 256 KiB blocks
+    for name in ("long.capture.jsonl", "long.capture.jsonl.gz"):
+        path = write(tmp_path / name, ["a", big, "b"])
+        assert frames_of(path) == ["a", big, "b"]
+    crlf = tmp_path / "crlf.capture.jsonl"
+    crlf.write_bytes(write(tmp_path / "lf.capture.jsonl", ["a", "b"]).read_bytes().replace(b"\n", b"\r\n") + b"\r\n")
+    assert frames_of(crlf) == ["a", "b"]
+
+
+def test_truncated_gzip_gives_every_whole_record_then_names_the_line(tmp_path: Path) -> None:
+    frames = [f'{{"n":{i},"pad":"{(i * 7919) % 100003:06d}"}}' for i in range(50_000)]
+    path = write(tmp_path / "t.capture.jsonl.gz", frames)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    _, records = read_capture(path)
+    got = []
+    with pytest.raises(CaptureError, match=r"t\.capture\.jsonl\.gz:\d+: truncated or corrupt"):
+        for r in records:
+            if type(r) is Recv:
+                got.append(r.data)
+    assert 0 < len(got) < len(frames) and got == frames[: len(got)]
+
+
+def test_empty_and_unreadable_files_are_capture_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.capture.jsonl"
+    empty.write_bytes(b"")
+    with pytest.raises(CaptureError, match="empty file"):
+        read_capture(empty)
+    bad_gzip = tmp_path / "bad.capture.jsonl.gz"
+    bad_gzip.write_bytes(b"\x1f\x8b" + b"\xff" * 64)
+    with pytest.raises(CaptureError, match="cannot read"):
+        read_capture(bad_gzip)
