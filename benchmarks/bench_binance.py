@@ -5,7 +5,8 @@ Figures (best of several runs, one process):
   on generated data shaped like Binance's (18 changed levels per diff, 23% deletions, 1000-level
   snapshot) and on the real BTCUSDT recording;
 - trades: trade frames decoded, deduplicated and turned into events, per second;
-- book: the apply step alone for three book designs (SortedDict per side, full sorted list, top window);
+- book: the apply step alone for three book designs (SortedDict per side, full sorted list, top window),
+  with the book's per-level loop in C (marketfeed/_book.c) and, for comparison, in pure Python;
 - replay: ``marketfeed replay`` of a 200,000-diff gzip capture to /dev/null, whole process, messages/s;
 - gc: decoding 200,000 frames with the cyclic collector on, and frozen/off as the daemon runs.
 """
@@ -13,6 +14,7 @@ Figures (best of several runs, one process):
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import subprocess
 import sys
@@ -20,13 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import structlog
 from sortedcontainers import SortedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from binance_data import depth_frames, trade_frames, write_depth_capture  # noqa: E402
-
 from marketfeed.adapters.binance import schemas  # noqa: E402
 from marketfeed.adapters.binance.adapter import BinanceAdapter  # noqa: E402
+
+from marketfeed import book as book_module  # noqa: E402
 from marketfeed.book import L2Book  # noqa: E402
 from marketfeed.capture import Recv, Rest, read_capture  # noqa: E402
 
@@ -154,7 +158,10 @@ def gc_cost(frames: list[str]) -> tuple[float, float]:
 
 
 def main() -> None:
-    print("Binance adapter benchmark (best of %d runs)" % RUNS)
+    # each run makes a fresh adapter, whose "no instrument metadata" warning is not news here
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    loop = "C (marketfeed._book)" if book_module.ACCELERATED else "pure Python (C accelerator not built)"
+    print(f"Binance adapter benchmark (best of {RUNS} runs; book loop: {loop})")
     snap_body, frames = depth_frames(100_000)
     snap_body = synthetic_snapshot(frames, snap_body)
     tframes = trade_frames(300_000)
@@ -183,11 +190,21 @@ def main() -> None:
         real_diffs = []
     gen_snap = schemas.snapshot_decoder.decode(snap_body)
     gen_diffs = [schemas.depth_frame_decoder.decode(f).data for f in frames[1:]]
-    for kind in ("SortedDict", "full list", "top window"):
-        line = f"  book apply only, {kind:<10}: generated {best(lambda: book_apply(kind, gen_snap, gen_diffs)):>10,.0f}/s"
-        if real_diffs:
-            line += f", real {best(lambda: book_apply(kind, real_snap, real_diffs)):>9,.0f}/s"
-        print(line)
+    loops = [("C", book_module._apply_levels, book_module._apply_window)] if book_module.ACCELERATED else []
+    loops.append(("Python", book_module._apply_levels_py, book_module._apply_window_py))
+    for loop, apply_levels, apply_window in loops:
+        book_module._apply_levels, book_module._apply_window = apply_levels, apply_window
+        for kind in ("SortedDict", "full list", "top window"):
+            if kind == "SortedDict" and loop != loops[0][0]:
+                continue  # no loop of ours in it
+            line = f"  book apply only, {kind:<10} ({loop:>6} loop): generated {best(lambda: book_apply(kind, gen_snap, gen_diffs)):>10,.0f}/s"
+            if real_diffs:
+                line += f", real {best(lambda: book_apply(kind, real_snap, real_diffs)):>9,.0f}/s"
+            print(line)
+        if loop == "Python":
+            rate = best(lambda: replay_adapter(snap_body, frames))
+            print(f"  depth, generated, pure-Python book loop (MARKETFEED_PURE_PYTHON=1): {rate:>10,.0f} msgs/s")
+    book_module._apply_levels, book_module._apply_window = loops[0][1], loops[0][2]
     gc.enable()
     gc.unfreeze()
 
