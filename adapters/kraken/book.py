@@ -1,11 +1,13 @@
 """Per-symbol Kraken book state: the L2 book at the subscribed depth plus what verifying the checksum
 needs, kept so that the hot path (one update message) does as little as possible.
 
-Why it is fast: the checksum covers only the top 10 of each side, so each side keeps its checksum text
-(asks: the CRC of the text; bids: the text's bytes, continued from the asks' CRC) and the price of its
-10th level (``edge``). An update that touches only levels behind the edge cannot change that side's
-top 10, so its text is reused; most updates of a deep book are such. When a side's top 10 does change,
-only the levels that changed are formatted again: the others' texts are kept (``LevelTexts``).
+Why it is fast: the checksum covers only the top 10 of each side, so each side keeps the checksum texts
+of its top 10 levels as a list, best first (``ask_top``, ``bid_top``), and the checksum input built
+from them (asks: the CRC of the text; bids: the text's bytes, continued from the asks' CRC). A change
+behind a side's 10th level cannot change that side's top 10, so its text is reused; most updates of a
+deep book are such. A change at or before the 10th level is found in the top by a bisection bounded to
+those 10 prices and edits that one text in place (replace, insert or delete), so only the changed level
+is formatted and nothing is looked up by price; the list is trimmed or refilled to 10 afterwards.
 """
 
 from __future__ import annotations
@@ -22,46 +24,13 @@ INF = float("inf")
 _crc32 = zlib.crc32
 
 
-class LevelTexts(dict):
-    """price -> checksum text of that level, for the levels of the side's current top 10 only.
-
-    A missing entry is formatted on first use (``__missing__``), so joining the top 10 is a C-level
-    ``map`` over the dict when nothing changed there. An entry is dropped when its level is touched
-    (``apply_*``) and entries of levels that left the top 10 are pruned (``prune``), so an entry is
-    never stale."""
-
-    __slots__ = ("levels", "pscale", "qscale", "exact")
-
-    def __init__(self, levels: dict, pscale: int, qscale: int, exact: dict) -> None:
-        super().__init__()
-        self.levels = levels
-        self.pscale = pscale
-        self.qscale = qscale
-        self.exact = exact  # price -> (qty, exact text) for values beyond the float path's range
-
-    def __missing__(self, p: float) -> str:
-        q = self.levels[p]
-        exact = self.exact
-        x = exact.get(p) if exact else None
-        # "%d" of a value within 1e-6 of an integer, plus 0.5: the rounded integer (checksum.py)
-        text = x[1] if x is not None and x[0] == q else "%d%d" % (p * self.pscale + 0.5, q * self.qscale + 0.5)
-        self[p] = text
-        return text
-
-    def prune(self, top: list) -> None:
-        """Keep only the entries of ``top`` (called when the side's top 10 lost a level)."""
-        keep = {p: self[p] for p in top}
-        self.clear()
-        self.update(keep)
-
-
 class KrakenBook:
     """One v2 book subscription: state, precision, checksum caches and the resync budget."""
 
     __slots__ = (
         "symbol", "native", "depth", "book", "conn", "live", "rejected", "awaiting_since", "retry_at",
         "failures", "price_precision", "qty_precision", "pscale", "qscale", "plim", "qlim",
-        "ask_edge", "bid_edge", "ask_crc", "bid_bytes", "ask_texts", "bid_texts", "ask_exact", "bid_exact",
+        "ask_top", "bid_top", "ask_crc", "bid_bytes", "ask_exact", "bid_exact",
     )
 
     def __init__(self, symbol: str, native: str, depth: int | None,
@@ -86,7 +55,8 @@ class KrakenBook:
         self.reset()
 
     def set_precision(self, price_precision: int | None, qty_precision: int | None) -> bool:
-        """Set the pair's precision; returns True if it changed (the cached texts are then rebuilt)."""
+        """Set the pair's precision; returns True if it changed (the caller then refreshes the texts
+        of a live book: ``refresh_asks``, ``refresh_bids``)."""
         if (price_precision, qty_precision) == (self.price_precision, self.qty_precision):
             return False
         self.price_precision = price_precision
@@ -99,52 +69,47 @@ class KrakenBook:
             self.qscale = 10**qty_precision
             self.plim = exact_limit(price_precision)
             self.qlim = exact_limit(qty_precision)
-        self._new_texts()
         return True
 
     @property
     def verifiable(self) -> bool:
         return self.price_precision is not None and self.qty_precision is not None
 
-    def _new_texts(self) -> None:
-        # the text caches hold the sides' level dicts, which L2Book replaces on clear/snapshot
-        book = self.book
-        self.ask_texts = LevelTexts(book.asks.levels, self.pscale, self.qscale, self.ask_exact)
-        self.bid_texts = LevelTexts(book.bids.levels, self.pscale, self.qscale, self.bid_exact)
-
     def reset(self) -> None:
         """Drop the book (invalid until the next snapshot)."""
         self.book.clear()
         self.live = False
-        self.ask_edge = INF
-        self.bid_edge = -INF
+        self.ask_top: list[str] = []  # checksum texts of the top 10 asks, best first
+        self.bid_top: list[str] = []
         self.ask_crc = 0
         self.bid_bytes = b""
         self.ask_exact = {}
         self.bid_exact = {}
-        self._new_texts()
 
     # -- the checksum ------------------------------------------------------------------------------
 
+    def _texts(self, levels: dict, exact: dict, prices) -> list[str]:
+        """The checksum texts of ``prices`` (levels of the side whose size dict is ``levels``)."""
+        pscale = self.pscale
+        qscale = self.qscale
+        texts = []
+        for p in prices:
+            q = levels[p]
+            x = exact.get(p) if exact else None
+            # "%d" of a value within 1e-6 of an integer, plus 0.5: the rounded integer (checksum.py)
+            texts.append(x[1] if x is not None and x[0] == q else "%d%d" % (p * pscale + 0.5, q * qscale + 0.5))
+        return texts
+
     def refresh_asks(self) -> None:
-        prices = self.book.asks.prices
-        top = prices[:CHECKSUM_LEVELS]
-        self.ask_edge = prices[CHECKSUM_LEVELS - 1] if len(prices) >= CHECKSUM_LEVELS else INF
-        texts = self.ask_texts
-        text = "".join(map(texts.__getitem__, top))
-        if len(texts) > CHECKSUM_LEVELS:
-            texts.prune(top)
-        self.ask_crc = _crc32(text.encode())
+        """Format the top 10 asks again (after a snapshot, a precision change or an exact value)."""
+        asks = self.book.asks
+        top = self.ask_top = self._texts(asks.levels, self.ask_exact, asks.prices[:CHECKSUM_LEVELS])
+        self.ask_crc = _crc32("".join(top).encode())
 
     def refresh_bids(self) -> None:
-        prices = self.book.bids.prices
-        top = prices[-1 : -CHECKSUM_LEVELS - 1 : -1]
-        self.bid_edge = prices[-CHECKSUM_LEVELS] if len(prices) >= CHECKSUM_LEVELS else -INF
-        texts = self.bid_texts
-        text = "".join(map(texts.__getitem__, top))
-        if len(texts) > CHECKSUM_LEVELS:
-            texts.prune(top)
-        self.bid_bytes = text.encode()
+        bids = self.book.bids
+        top = self.bid_top = self._texts(bids.levels, self.bid_exact, bids.prices[-1 : -CHECKSUM_LEVELS - 1 : -1])
+        self.bid_bytes = "".join(top).encode()
 
     def checksum(self) -> int:
         """Kraken's CRC32 of the current top 10: the asks' CRC continued over the bids' text."""
@@ -152,7 +117,7 @@ class KrakenBook:
 
     def record_exact(self, frame: str | bytes) -> None:
         """Keep the exact checksum text of every level of ``frame`` (a book message with a value too
-        large for the float path), read from the wire digits."""
+        large for the float path), read from the wire digits. The caller formats the top 10 again."""
         try:
             msg = exact_book_decoder.decode(frame)
         except Exception:  # the frame decoded once already; a failure here would be a bug, not input
@@ -160,10 +125,9 @@ class KrakenBook:
         pp, qp = self.price_precision, self.qty_precision
         assert pp is not None and qp is not None
         for d in msg.data:
-            for levels, exact, texts in ((d.asks, self.ask_exact, self.ask_texts), (d.bids, self.bid_exact, self.bid_texts)):
+            for levels, exact in ((d.asks, self.ask_exact), (d.bids, self.bid_exact)):
                 for lv in levels:
                     p = float(lv.price)
-                    texts.pop(p, None)
                     if lv.qty:
                         exact[p] = (float(lv.qty), exact_level_text(lv.price, lv.qty, pp, qp))
                     else:
@@ -180,7 +144,6 @@ class KrakenBook:
         self.reset()
         book = self.book
         book.apply_snapshot([(lv.price, lv.qty) for lv in bids], [(lv.price, lv.qty) for lv in asks])
-        self._new_texts()
         depth = self.depth
         if depth is not None:
             book.bids.truncate(depth)
@@ -200,29 +163,57 @@ class KrakenBook:
         ``(price, 0.0)``.
 
         The hot path of the adapter: both sides' loops and the checksum refresh are written out here
-        rather than called (a call costs about as much as applying a level)."""
+        rather than called (a call costs about as much as applying a level).
+
+        Each side's loop keeps ``top`` (the texts of that side's best ``k`` levels, best first) in step
+        with the prices: ``k`` is 10 between messages (fewer only while the side has fewer levels) and
+        drifts within a message as levels enter or leave the top; ``edge`` is the k-th best price.
+        A change at or before the edge edits ``top`` at the level's rank; a change behind it leaves
+        ``top`` as it is (it only shifts levels behind the k-th). Afterwards ``top`` is trimmed to 10 or
+        refilled from the prices behind it."""
         book = self.book
         depth = self.depth or 1_000_000
         plim = self.plim
         qlim = self.qlim
-        unsafe = dirty_a = dirty_b = grew = False
+        pscale = self.pscale
+        qscale = self.qscale
+        unsafe = dirty_a = dirty_b = False
         out_a: list = []
         out_b: list = []
         if asks:
+            grew = False
             side = book.asks
             levels = side.levels
-            prices = side.prices
-            edge = self.ask_edge
-            texts = self.ask_texts
+            prices = side.prices  # ascending: best first
+            top = self.ask_top
+            k = len(top)
+            dirty_a = k < CHECKSUM_LEVELS  # a short side: whatever arrives may join the top
+            edge = prices[k - 1] if k else -INF
             for lv in asks:
                 p = lv.price
                 q = lv.qty
-                if p <= edge:  # at or better than the 10th ask: the top 10 may change
-                    dirty_a = True
-                    texts.pop(p, None)
                 if q >= qlim or p >= plim:
                     unsafe = True
-                if q:
+                if p <= edge:  # within the top k: its index in prices is its rank in top
+                    dirty_a = True
+                    i = bisect_left(prices, p, 0, k)
+                    if prices[i] == p:
+                        if q:
+                            levels[p] = q
+                            top[i] = "%d%d" % (p * pscale + 0.5, q * qscale + 0.5)
+                        else:
+                            del levels[p]
+                            del prices[i]
+                            del top[i]
+                            k -= 1
+                            edge = prices[k - 1] if k else -INF
+                    elif q:  # a new level inside the top: the edge level moves back one rank
+                        levels[p] = q
+                        prices.insert(i, p)
+                        top.insert(i, "%d%d" % (p * pscale + 0.5, q * qscale + 0.5))
+                        k += 1
+                        grew = True
+                elif q:
                     if p not in levels:
                         insort(prices, p)
                         grew = True
@@ -234,22 +225,47 @@ class KrakenBook:
                 p = prices.pop()
                 del levels[p]
                 out_a.append((p, 0.0))
+            if dirty_a:
+                if k > CHECKSUM_LEVELS:
+                    del top[CHECKSUM_LEVELS:]
+                elif k < CHECKSUM_LEVELS and len(prices) > k:
+                    top += self._texts(levels, self.ask_exact, prices[k:CHECKSUM_LEVELS])
         if bids:
             grew = False
             side = book.bids
             levels = side.levels
-            prices = side.prices
-            edge = self.bid_edge
-            texts = self.bid_texts
+            prices = side.prices  # ascending: best last
+            top = self.bid_top
+            k = len(top)
+            dirty_b = k < CHECKSUM_LEVELS
+            n = len(prices)
+            edge = prices[n - k] if k else INF
             for lv in bids:
                 p = lv.price
                 q = lv.qty
-                if p >= edge:  # at or better than the 10th bid
-                    dirty_b = True
-                    texts.pop(p, None)
                 if q >= qlim or p >= plim:
                     unsafe = True
-                if q:
+                if p >= edge:  # within the top k: rank n - 1 - index
+                    dirty_b = True
+                    n = len(prices)
+                    i = bisect_left(prices, p, n - k, n)
+                    if i < n and prices[i] == p:
+                        if q:
+                            levels[p] = q
+                            top[n - 1 - i] = "%d%d" % (p * pscale + 0.5, q * qscale + 0.5)
+                        else:
+                            del levels[p]
+                            del prices[i]
+                            del top[n - 1 - i]
+                            k -= 1
+                            edge = prices[n - 1 - k] if k else INF
+                    elif q:
+                        levels[p] = q
+                        prices.insert(i, p)
+                        top.insert(n - i, "%d%d" % (p * pscale + 0.5, q * qscale + 0.5))
+                        k += 1
+                        grew = True
+                elif q:
                     if p not in levels:
                         insort(prices, p)
                         grew = True
@@ -261,33 +277,19 @@ class KrakenBook:
                 p = prices.pop(0)
                 del levels[p]
                 out_b.append((p, 0.0))
+            if dirty_b:
+                n = len(prices)
+                if k > CHECKSUM_LEVELS:
+                    del top[CHECKSUM_LEVELS:]
+                elif k < CHECKSUM_LEVELS and n > k:
+                    top += self._texts(levels, self.bid_exact, prices[max(n - CHECKSUM_LEVELS, 0) : n - k][::-1])
         if unsafe:
             self.record_exact(frame)
+            self.refresh_asks()
+            self.refresh_bids()
+            return out_b, out_a
         if dirty_a:
-            prices = book.asks.prices
-            top = prices[:CHECKSUM_LEVELS]
-            old_edge = self.ask_edge
-            self.ask_edge = top[-1] if len(top) == CHECKSUM_LEVELS else INF
-            texts = self.ask_texts
-            text = "".join(map(texts.__getitem__, top))
-            if len(texts) > CHECKSUM_LEVELS:
-                # usually the old 10th level, pushed out by an insert
-                if old_edge > self.ask_edge:
-                    texts.pop(old_edge, None)
-                if len(texts) > CHECKSUM_LEVELS:
-                    texts.prune(top)
-            self.ask_crc = _crc32(text.encode())
+            self.ask_crc = _crc32("".join(self.ask_top).encode())
         if dirty_b:
-            prices = book.bids.prices
-            top = prices[-1 : -CHECKSUM_LEVELS - 1 : -1]
-            old_edge = self.bid_edge
-            self.bid_edge = top[-1] if len(top) == CHECKSUM_LEVELS else -INF
-            texts = self.bid_texts
-            text = "".join(map(texts.__getitem__, top))
-            if len(texts) > CHECKSUM_LEVELS:
-                if old_edge < self.bid_edge:
-                    texts.pop(old_edge, None)
-                if len(texts) > CHECKSUM_LEVELS:
-                    texts.prune(top)
-            self.bid_bytes = text.encode()
+            self.bid_bytes = "".join(self.bid_top).encode()
         return out_b, out_a
