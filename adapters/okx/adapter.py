@@ -114,6 +114,21 @@ WS_MODE = "ws"
 REST_MODE = "rest"
 
 
+# price text -> float: a book's updates keep naming the same few hundred prices, and a dict hit is
+# cheaper than parsing. The mapping is pure (a text always parses to the same float), so it can never
+# be stale; it is only bounded.
+_PRICES: dict[str, float] = {}
+PRICE_CACHE_LIMIT = 1 << 16
+
+
+def _parse_price(px: str) -> float:
+    p = float(px)  # raises ValueError on text that is not a number: nothing cached then
+    if len(_PRICES) >= PRICE_CACHE_LIMIT:
+        _PRICES.clear()
+    _PRICES[px] = p
+    return p
+
+
 def _apply_side(levels_in: list[schemas.Level], side: BookSide, frag: list[str], ct: float | None, nd: int) -> list[Level]:
     """Set each level of one side (size "0" deletes) in the float book and in the aligned list of
     exact-text fragments; return the event's ``(price, size)`` list in base units."""
@@ -126,7 +141,9 @@ def _apply_side(levels_in: list[schemas.Level], side: BookSide, frag: list[str],
     for lv in levels_in:
         px = lv.px
         sz = lv.sz
-        p = float(px)
+        p = _PRICES.get(px)
+        if p is None:
+            p = _parse_price(px)
         s = float(sz)
         if s > 0.0 and p > 0.0:  # set (a NaN or negative size is not > 0)
             if ct is not None:

@@ -80,3 +80,27 @@ def test_contract_sizes_are_scaled_and_a_zero_deletes() -> None:
     changes = _apply_side([schemas.Level("100.5", "0"), schemas.Level("100.3", "0")], side, frag, 0.01, 2)
     assert changes == [(100.5, 0.0), (100.3, 0.0)]
     assert frag == ["100.4:7"] and side.prices == [100.4] and side.levels == {100.4: 0.07}
+
+
+def test_the_price_cache_is_bounded_and_never_changes_a_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    from marketfeed.adapters.okx import adapter
+
+    monkeypatch.setattr(adapter, "PRICE_CACHE_LIMIT", 8)
+    adapter._PRICES.clear()
+    side = BookSide(False)
+    frag: list[str] = []
+    ref: dict[str, str] = {}
+    rng = random.Random(3)
+    for _ in range(500):
+        p = _px(rng.randint(1, 40))
+        s = rng.choice(("0", "1.5", "2"))
+        assert _apply_side([schemas.Level(p, s)], side, frag, None, 8) == [(float(p), float(s))]
+        if s == "0":
+            ref.pop(p, None)
+        else:
+            ref[p] = s
+        _check(side, frag, ref)
+        assert len(adapter._PRICES) <= 8
+    with pytest.raises(ValueError):
+        _apply_side([schemas.Level("x1", "1")], side, frag, None, 8)
+    assert "x1" not in adapter._PRICES
