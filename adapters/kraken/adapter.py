@@ -55,7 +55,6 @@ from marketfeed.events import (
 from marketfeed.logging import RateLimitedLog
 from marketfeed.protocol import Adapter, Connect, Fetch, Send
 
-_crc32 = zlib.crc32
 _decode_channel = schemas.channel_decoder.decode
 
 WS_URL = "wss://ws.kraken.com"
@@ -87,10 +86,11 @@ def _rfc3339_slow(text: str) -> int | None:
 def rfc3339_ns(text: str, _seconds: dict[str, int] = {}) -> int | None:  # noqa: B006 (a deliberate cache)
     """``2023-10-06T17:35:55.440295Z`` -> ns since the epoch, or None if it is not such a time.
 
-    Kraken always sends microseconds: that shape costs one dict lookup (the second's value is cached)
-    and one int(); anything else takes the general parse."""
-    base = _seconds.get(text[:19])
-    if base is not None and len(text) == 27 and text[26] == "Z" and text[19] == ".":
+    Kraken always sends microseconds: that shape costs one dict lookup (the second's value is cached
+    under the text up to the ``.``, so a hit has checked the ``.`` too) and one int(); anything else
+    takes the general parse."""
+    base = _seconds.get(text[:20])
+    if base is not None and text[26:] == "Z":  # 27 characters, the last a Z
         try:
             return base + int(text[20:26]) * 1000
         except ValueError:
@@ -101,7 +101,7 @@ def rfc3339_ns(text: str, _seconds: dict[str, int] = {}) -> int | None:  # noqa:
         if second is not None:
             if len(_seconds) > 4096:
                 _seconds.clear()
-            _seconds[text[:19]] = second
+            _seconds[text[:19] + "."] = second
     return value
 
 
@@ -464,7 +464,7 @@ class KrakenAdapter(Adapter):
                 kb = self.books.get(d.symbol)
                 if kb is not None and kb.live and kb.conn == conn:
                     bids, asks = kb.apply_update(d.bids, d.asks, data)
-                    crc = _crc32(kb.bid_bytes, kb.ask_crc)
+                    crc = kb.crc
                     if crc == d.checksum:
                         self._n_books += 1
                         ts_ex = d.timestamp

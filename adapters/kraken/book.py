@@ -30,7 +30,7 @@ class KrakenBook:
     __slots__ = (
         "symbol", "native", "depth", "book", "conn", "live", "rejected", "awaiting_since", "retry_at",
         "failures", "price_precision", "qty_precision", "pscale", "qscale", "plim", "qlim",
-        "ask_top", "bid_top", "ask_crc", "bid_bytes", "ask_exact", "bid_exact",
+        "ask_top", "bid_top", "ask_crc", "bid_bytes", "crc", "ask_exact", "bid_exact",
     )
 
     def __init__(self, symbol: str, native: str, depth: int | None,
@@ -83,6 +83,7 @@ class KrakenBook:
         self.bid_top: list[str] = []
         self.ask_crc = 0
         self.bid_bytes = b""
+        self.crc = 0  # the checksum of the state: the asks' CRC continued over the bids' text
         self.ask_exact = {}
         self.bid_exact = {}
 
@@ -105,15 +106,17 @@ class KrakenBook:
         asks = self.book.asks
         top = self.ask_top = self._texts(asks.levels, self.ask_exact, asks.prices[:CHECKSUM_LEVELS])
         self.ask_crc = _crc32("".join(top).encode())
+        self.crc = _crc32(self.bid_bytes, self.ask_crc)
 
     def refresh_bids(self) -> None:
         bids = self.book.bids
         top = self.bid_top = self._texts(bids.levels, self.bid_exact, bids.prices[-1 : -CHECKSUM_LEVELS - 1 : -1])
         self.bid_bytes = "".join(top).encode()
+        self.crc = _crc32(self.bid_bytes, self.ask_crc)
 
     def checksum(self) -> int:
-        """Kraken's CRC32 of the current top 10: the asks' CRC continued over the bids' text."""
-        return _crc32(self.bid_bytes, self.ask_crc)
+        """Kraken's CRC32 of the current top 10 (kept in ``crc``, recomputed when a top 10 changes)."""
+        return self.crc
 
     def record_exact(self, frame: str | bytes) -> None:
         """Keep the exact checksum text of every level of ``frame`` (a book message with a value too
@@ -158,7 +161,8 @@ class KrakenBook:
         return [(p, bl[p]) for p in reversed(book.bids.prices)], [(p, al[p]) for p in book.asks.prices]
 
     def apply_update(self, bids, asks, frame: str | bytes) -> tuple[list, list]:
-        """Apply one update message in order, truncate to depth, refresh what the checksum needs.
+        """Apply one update message in order, truncate to depth, refresh what the checksum needs
+        (``crc`` is then the checksum of the new state).
         Returns the event's (bids, asks): the levels as received, then the implicit removals as
         ``(price, 0.0)``.
 
@@ -288,8 +292,12 @@ class KrakenBook:
             self.refresh_asks()
             self.refresh_bids()
             return out_b, out_a
-        if dirty_a:
-            self.ask_crc = _crc32("".join(self.ask_top).encode())
         if dirty_b:
-            self.bid_bytes = "".join(self.bid_top).encode()
+            bid_bytes = self.bid_bytes = "".join(self.bid_top).encode()
+            if dirty_a:
+                self.ask_crc = _crc32("".join(self.ask_top).encode())
+            self.crc = _crc32(bid_bytes, self.ask_crc)
+        elif dirty_a:
+            self.ask_crc = crc = _crc32("".join(self.ask_top).encode())
+            self.crc = _crc32(self.bid_bytes, crc)
         return out_b, out_a
