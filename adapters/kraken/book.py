@@ -13,7 +13,7 @@ is formatted and nothing is looked up by price; the list is trimmed or refilled 
 from __future__ import annotations
 
 import zlib
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections import deque
 
 from marketfeed.adapters.kraken.checksum import CHECKSUM_LEVELS, exact_level_text, exact_limit
@@ -213,13 +213,14 @@ class KrakenBook:
                             edge = prices[k - 1] if k else -INF
                     elif q:  # a new level inside the top: the edge level moves back one rank
                         levels[p] = q
-                        prices.insert(i, p)
+                        prices[i:i] = (p,)  # a memmove: list.insert moves the items one by one
                         top.insert(i, "%d%d" % (p * pscale + 0.5, q * qscale + 0.5))
                         k += 1
                         grew = True
                 elif q:
                     if p not in levels:
-                        insort(prices, p)
+                        i = bisect_left(prices, p)
+                        prices[i:i] = (p,)
                         grew = True
                     levels[p] = q
                 elif levels.pop(p, None) is not None:
@@ -271,7 +272,8 @@ class KrakenBook:
                         grew = True
                 elif q:
                     if p not in levels:
-                        insort(prices, p)
+                        i = bisect_left(prices, p)
+                        prices[i:i] = (p,)
                         grew = True
                     levels[p] = q
                 elif levels.pop(p, None) is not None:
