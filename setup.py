@@ -1,7 +1,13 @@
-"""The one compiled part: the order book's per-level loop (marketfeed/_book.c). Everything else is in
-pyproject.toml. ``optional``: without a C compiler the install still succeeds and book.py runs its
-pure-Python loops (marketfeed.book.ACCELERATED is then False)."""
+"""The compiled parts: the order book's per-level loop (marketfeed/_book.c) and OKX's checksum
+(marketfeed/_checksum.c). Everything else is in pyproject.toml. ``optional``: without a C compiler the
+install still succeeds and the same code runs in pure Python (marketfeed.book.ACCELERATED and
+marketfeed.adapters.okx.checksum.ACCELERATED are then False)."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("marketfeed._book", ["marketfeed/_book.c"], optional=True)])
+setup(
+    ext_modules=[
+        Extension("marketfeed._book", ["marketfeed/_book.c"], optional=True),
+        Extension("marketfeed._checksum", ["marketfeed/_checksum.c"], optional=True),
+    ]
+)

@@ -43,7 +43,6 @@ from bisect import bisect_left
 from collections import Counter, deque
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
-from zlib import crc32
 
 import msgspec
 import structlog
@@ -66,14 +65,12 @@ from marketfeed.logging import RateLimitedLog
 from marketfeed.protocol import Adapter, Connect, Disconnect, Fetch, Send
 
 from . import schemas
-from .checksum import DEPTH as CHECKSUM_DEPTH
-from .checksum import checksum_of_fragments, crc_of_fragments
+from .checksum import crc_of_top, signed32
 from .symbols import InstrumentInfo, InstrumentMap, guess
 
 log = structlog.get_logger("marketfeed.okx")
 
 _decode_book_push = schemas.book_push_decoder.decode
-_CHECKSUM_PARTS: list[str] = [""] * (2 * CHECKSUM_DEPTH)  # the hot path's reused checksum buffer
 
 MS = 1_000_000
 SECOND = 1_000_000_000
@@ -780,7 +777,7 @@ class OkxAdapter(Adapter):
             self.counters["truncated_levels"] += _truncate(book.asks, sync.afrag, depth, asks)
 
     def _verify(self, sync: BookSync, expected: int) -> bool:
-        ok = checksum_of_fragments(sync.bfrag[:-26:-1], sync.afrag[:25]) == expected
+        ok = signed32(crc_of_top(sync.bfrag, sync.afrag, 25)) == expected
         self.counters["checksums_verified" if ok else "checksum_failures"] += 1
         return ok
 
@@ -849,16 +846,7 @@ class OkxAdapter(Adapter):
             self._truncate_both(sync, bids, asks)
         checksum = d.checksum
         if checksum:
-            # crc_of_fragments inlined for the common case of 25 levels a side (the slice assignment
-            # refuses any other length)
-            try:
-                parts = _CHECKSUM_PARTS
-                parts[0::2] = sync.bfrag[:-26:-1]
-                parts[1::2] = sync.afrag[:25]
-                crc = crc32(":".join(parts).encode())
-            except ValueError:
-                crc = crc_of_fragments(sync.bfrag[:-26:-1], sync.afrag[:25])
-            if crc != checksum & 0xFFFFFFFF:
+            if crc_of_top(sync.bfrag, sync.afrag, 25) != checksum & 0xFFFFFFFF:
                 self.counters["checksum_failures"] += 1
                 self._fail(sym, sync, ts, f"checksum mismatch at seqId={seq}: venue {checksum}", None)
                 return

@@ -3,12 +3,14 @@
 runs out its entries are simply skipped. Read as a signed 32-bit integer.
 
 ``okx_checksum`` is the reference form (pairs of strings). The adapter keeps each level's ``"px:sz"``
-fragment next to its float key and calls ``checksum_of_fragments``, which does the same with C-level
-slicing instead of a Python loop.
+fragment next to its float key and calls ``crc_of_top`` on the fragment lists: in C where it was built
+(marketfeed/_checksum.c), else ``crc_of_fragments``, which does the same with C-level slicing instead of
+a Python loop.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from zlib import crc32
 
@@ -41,6 +43,21 @@ def crc_of_fragments(bids: Sequence[str], asks: Sequence[str]) -> int:
     elif na > n:
         parts += asks[n:]
     return crc32(":".join(parts).encode())
+
+
+def _crc_of_top_py(bids: list[str], asks: list[str], depth: int = DEPTH) -> int:
+    """``crc_of_fragments`` of the best ``depth`` of two ascending fragment lists (bids best last, asks
+    best first), as the adapter keeps them."""
+    return crc_of_fragments(bids[: -depth - 1 : -1] if depth else [], asks[:depth])
+
+
+# the same in C (marketfeed/_checksum.c): no slicing, interleaving, joining or encoding
+try:
+    from marketfeed._checksum import crc32_interleaved
+except ImportError:  # not built (no C compiler at install)
+    crc32_interleaved = None
+ACCELERATED = crc32_interleaved is not None and not os.environ.get("MARKETFEED_PURE_PYTHON")
+crc_of_top = crc32_interleaved if ACCELERATED else _crc_of_top_py
 
 
 def checksum_of_fragments(bids: Sequence[str], asks: Sequence[str]) -> int:

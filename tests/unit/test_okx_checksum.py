@@ -4,7 +4,11 @@ fragment form against the reference form."""
 import random
 import zlib
 
-from marketfeed.adapters.okx.checksum import checksum_of_fragments, okx_checksum, signed32
+from marketfeed.adapters.okx.checksum import (
+    checksum_of_fragments,
+    okx_checksum,
+    signed32,
+)
 
 
 def test_documented_vector_both_sides():
@@ -69,3 +73,26 @@ def test_unsigned_form_matches_the_venue_value_masked():
     full_b = [f"{100 - i}:1" for i in range(25)]
     full_a = [f"{200 + i}:2" for i in range(25)]
     assert crc_of_fragments(full_b, full_a) == okx_checksum([f.split(":") for f in full_b], [f.split(":") for f in full_a]) & 0xFFFFFFFF
+
+
+def test_c_checksum_equals_zlib_and_the_python_form():
+    """marketfeed/_checksum.c (its own CRC-32, eight bytes at a time) against zlib.crc32 on the same
+    text, for every length around the 8-byte steps, both sides running out, depths and non-ASCII."""
+    import pytest
+    from marketfeed.adapters.okx.checksum import _crc_of_top_py
+
+    c_checksum = pytest.importorskip("marketfeed._checksum", reason="C checksum not built (no compiler at install)")
+    crc = c_checksum.crc32_interleaved
+    assert crc(["3366:6", "3366.1:7"], ["3366.8:9", "3368:8"], 25) == -1881014294 & 0xFFFFFFFF
+    rng = random.Random(3)
+    for _ in range(3000):
+        bids = ["".join(rng.choice("0123456789.:é") for _ in range(rng.randint(0, 20))) for _ in range(rng.randint(0, 30))]
+        asks = ["".join(rng.choice("0123456789.") for _ in range(rng.randint(0, 20))) for _ in range(rng.randint(0, 30))]
+        depth = rng.choice([0, 1, 5, 25, 40])
+        expected = _crc_of_top_py(bids, asks, depth)
+        assert crc(bids, asks, depth) == expected
+        best_b, best_a = bids[::-1][:depth], asks[:depth]
+        parts = [x for pair in zip(best_b, best_a) for x in pair] + best_b[len(best_a):] + best_a[len(best_b):]
+        assert expected == zlib.crc32(":".join(parts).encode())
+    with pytest.raises(TypeError):
+        crc([b"1:2"], [], 25)
