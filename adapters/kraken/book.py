@@ -2,12 +2,13 @@
 needs, kept so that the hot path (one update message) does as little as possible.
 
 Why it is fast: the checksum covers only the top 10 of each side, so each side keeps the checksum texts
-of its top 10 levels as a list, best first (``ask_top``, ``bid_top``), and the checksum input built
-from them (asks: the CRC of the text; bids: the text's bytes, continued from the asks' CRC). A change
-behind a side's 10th level cannot change that side's top 10, so its text is reused; most updates of a
-deep book are such. A change at or before the 10th level is found in the top by a bisection bounded to
-those 10 prices and edits that one text in place (replace, insert or delete), so only the changed level
-is formatted and nothing is looked up by price; the list is trimmed or refilled to 10 afterwards.
+of its top 10 levels as a flat list, best first, price text then quantity text per level (``ask_top``,
+``bid_top``), and the checksum input built from them (asks: the CRC of the text; bids: the text's
+bytes, continued from the asks' CRC). A change behind a side's 10th level cannot change that side's top
+10, so its text is reused; most updates of a deep book are such. A change at or before the 10th level
+is found in the top by a bisection bounded to those 10 prices and edits its texts in place (a new size
+formats the size only; an insert or delete edits two entries), so nothing is looked up by price and
+only what changed is formatted; the list is trimmed or refilled to 10 levels afterwards.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import zlib
 from bisect import bisect_left
 from collections import deque
 
-from marketfeed.adapters.kraken.checksum import CHECKSUM_LEVELS, exact_level_text, exact_limit
+from marketfeed.adapters.kraken.checksum import CHECKSUM_LEVELS, decimal_text, exact_limit
 from marketfeed.adapters.kraken.schemas import exact_book_decoder
 from marketfeed.book import L2Book
 
 INF = float("inf")
+TOP_TEXTS = 2 * CHECKSUM_LEVELS  # entries of a side's text list: a price text and a size text per level
 _crc32 = zlib.crc32
 
 
@@ -79,7 +81,7 @@ class KrakenBook:
         """Drop the book (invalid until the next snapshot)."""
         self.book.clear()
         self.live = False
-        self.ask_top: list[str] = []  # checksum texts of the top 10 asks, best first
+        self.ask_top: list[str] = []  # checksum texts of the top 10 asks, best first: price, size, price, ...
         self.bid_top: list[str] = []
         self.ask_crc = 0
         self.bid_bytes = b""
@@ -90,15 +92,20 @@ class KrakenBook:
     # -- the checksum ------------------------------------------------------------------------------
 
     def _texts(self, levels: dict, exact: dict, prices) -> list[str]:
-        """The checksum texts of ``prices`` (levels of the side whose size dict is ``levels``)."""
+        """The checksum texts of ``prices`` (levels of the side whose size dict is ``levels``), flat:
+        price text, size text, price text, ..."""
         pscale = self.pscale
         qscale = self.qscale
-        texts = []
+        texts: list[str] = []
         for p in prices:
             q = levels[p]
             x = exact.get(p) if exact else None
-            # "%d" of a value within 1e-6 of an integer, plus 0.5: the rounded integer (checksum.py)
-            texts.append(x[1] if x is not None and x[0] == q else "%d%d" % (p * pscale + 0.5, q * qscale + 0.5))
+            if x is not None and x[0] == q:
+                texts += x[1:]
+            else:
+                # "%d" of a value within 1e-6 of an integer, plus 0.5: the rounded integer (checksum.py)
+                texts.append("%d" % (p * pscale + 0.5))
+                texts.append("%d" % (q * qscale + 0.5))
         return texts
 
     def refresh_asks(self) -> None:
@@ -132,7 +139,7 @@ class KrakenBook:
                 for lv in levels:
                     p = float(lv.price)
                     if lv.qty:
-                        exact[p] = (float(lv.qty), exact_level_text(lv.price, lv.qty, pp, qp))
+                        exact[p] = (float(lv.qty), decimal_text(lv.price, pp), decimal_text(lv.qty, qp))
                     else:
                         exact.pop(p, None)
         for exact, side in ((self.ask_exact, self.book.asks), (self.bid_exact, self.book.bids)):
@@ -169,7 +176,7 @@ class KrakenBook:
         The hot path of the adapter: both sides' loops and the checksum refresh are written out here
         rather than called (a call costs about as much as applying a level).
 
-        Each side's loop keeps ``top`` (the texts of that side's best ``k`` levels, best first) in step
+        Each side's loop keeps ``top`` (the texts of that side's best ``k`` levels, two per level) in step
         with the prices: ``k`` is 10 between messages (fewer only while the side has fewer levels) and
         drifts within a message as levels enter or leave the top; ``edge`` is the k-th best price.
         A change at or before the edge edits ``top`` at the level's rank; a change behind it leaves
@@ -190,7 +197,7 @@ class KrakenBook:
             levels = side.levels
             prices = side.prices  # ascending: best first
             top = self.ask_top
-            k = len(top)
+            k = len(top) >> 1
             dirty_a = k < CHECKSUM_LEVELS  # a short side: whatever arrives may join the top
             edge = prices[k - 1] if k else -INF
             for lv in asks:
@@ -202,19 +209,19 @@ class KrakenBook:
                     dirty_a = True
                     i = bisect_left(prices, p, 0, k)
                     if prices[i] == p:
-                        if q:
+                        if q:  # a new size: the price text stays
                             levels[p] = q
-                            top[i] = "%d%d" % (p * pscale + 0.5, q * qscale + 0.5)
+                            top[2 * i + 1] = "%d" % (q * qscale + 0.5)
                         else:
                             del levels[p]
                             del prices[i]
-                            del top[i]
+                            del top[2 * i : 2 * i + 2]
                             k -= 1
                             edge = prices[k - 1] if k else -INF
                     elif q:  # a new level inside the top: the edge level moves back one rank
                         levels[p] = q
                         prices[i:i] = (p,)  # a memmove: list.insert moves the items one by one
-                        top.insert(i, "%d%d" % (p * pscale + 0.5, q * qscale + 0.5))
+                        top[2 * i : 2 * i] = ("%d" % (p * pscale + 0.5), "%d" % (q * qscale + 0.5))
                         k += 1
                         grew = True
                 elif q:
@@ -232,7 +239,7 @@ class KrakenBook:
                 out_a.append((p, 0.0))
             if dirty_a:
                 if k > CHECKSUM_LEVELS:
-                    del top[CHECKSUM_LEVELS:]
+                    del top[TOP_TEXTS:]
                 elif k < CHECKSUM_LEVELS and len(prices) > k:
                     top += self._texts(levels, self.ask_exact, prices[k:CHECKSUM_LEVELS])
         if bids:
@@ -241,7 +248,7 @@ class KrakenBook:
             levels = side.levels
             prices = side.prices  # ascending: best last
             top = self.bid_top
-            k = len(top)
+            k = len(top) >> 1
             dirty_b = k < CHECKSUM_LEVELS
             n = len(prices)
             edge = prices[n - k] if k else INF
@@ -250,24 +257,24 @@ class KrakenBook:
                 q = lv.qty
                 if q >= qlim or p >= plim:
                     unsafe = True
-                if p >= edge:  # within the top k: rank n - 1 - index
+                if p >= edge:  # within the top k: rank n - 1 - index, texts at 2 * rank
                     dirty_b = True
                     n = len(prices)
                     i = bisect_left(prices, p, n - k, n)
                     if i < n and prices[i] == p:
                         if q:
                             levels[p] = q
-                            top[n - 1 - i] = "%d%d" % (p * pscale + 0.5, q * qscale + 0.5)
+                            top[2 * (n - i) - 1] = "%d" % (q * qscale + 0.5)
                         else:
                             del levels[p]
                             del prices[i]
-                            del top[n - 1 - i]
+                            del top[2 * (n - 1 - i) : 2 * (n - i)]
                             k -= 1
                             edge = prices[n - 1 - k] if k else INF
                     elif q:
                         levels[p] = q
                         prices.insert(i, p)
-                        top.insert(n - i, "%d%d" % (p * pscale + 0.5, q * qscale + 0.5))
+                        top[2 * (n - i) : 2 * (n - i)] = ("%d" % (p * pscale + 0.5), "%d" % (q * qscale + 0.5))
                         k += 1
                         grew = True
                 elif q:
@@ -286,7 +293,7 @@ class KrakenBook:
             if dirty_b:
                 n = len(prices)
                 if k > CHECKSUM_LEVELS:
-                    del top[CHECKSUM_LEVELS:]
+                    del top[TOP_TEXTS:]
                 elif k < CHECKSUM_LEVELS and n > k:
                     top += self._texts(levels, self.bid_exact, prices[max(n - CHECKSUM_LEVELS, 0) : n - k][::-1])
         if unsafe:

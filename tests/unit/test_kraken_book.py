@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from marketfeed.adapters.kraken.book import KrakenBook
-from marketfeed.adapters.kraken.checksum import CHECKSUM_LEVELS, checksum_decimal, exact_level_text
+from marketfeed.adapters.kraken.checksum import CHECKSUM_LEVELS, checksum_decimal, decimal_text, exact_level_text
 from marketfeed.adapters.kraken.schemas import BookLevel
 
 PP, QP = 1, 8  # BTC/USD
@@ -35,7 +35,8 @@ def reference_checksum(asks: dict, bids: dict) -> int:
 
 
 def reference_texts(levels: dict, prices: list[float]) -> list[str]:
-    return [exact_level_text(repr(p), repr(levels[p]), PP, QP) for p in prices]
+    """The book's cached form: price text, size text, ... best first."""
+    return [text for p in prices for text in (decimal_text(repr(p), PP), decimal_text(repr(levels[p]), QP))]
 
 
 def truncate(levels: dict, depth: int, best_low: bool) -> list[float]:
@@ -105,6 +106,6 @@ def test_precision_change_reformats_the_cached_texts() -> None:
     assert kb.set_precision(2, 8)
     kb.refresh_asks()
     kb.refresh_bids()
-    assert kb.ask_top == [exact_level_text("100.5", "2.5", 2, 8)]
-    assert kb.bid_top == [exact_level_text("99.5", "1.25", 2, 8)]
+    assert "".join(kb.ask_top) == exact_level_text("100.5", "2.5", 2, 8)
+    assert "".join(kb.bid_top) == exact_level_text("99.5", "1.25", 2, 8)
     assert kb.checksum() == checksum_decimal([("100.5", "2.5")], [("99.5", "1.25")], 2, 8) != before
