@@ -9,6 +9,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <string.h>
 
 /* a < b with Python semantics; -1 on error */
 static inline int
@@ -58,6 +59,21 @@ bisect_left(PyObject *list, PyObject *x)
     return lo;
 }
 
+/* list.insert(i, x) with one memmove: CPython's own insert moves the items one at a time */
+static int
+insert_at(PyObject *list, Py_ssize_t i, PyObject *x)
+{
+    if (PyList_Append(list, x) < 0)  /* grows the list; the new last slot is overwritten below */
+        return -1;
+    PyObject **items = ((PyListObject *)list)->ob_item;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    if (i > n - 1)  /* as list.insert: past the end appends */
+        i = n - 1;
+    memmove(items + i + 1, items + i, (size_t)(n - 1 - i) * sizeof(PyObject *));
+    items[i] = x;
+    return 0;
+}
+
 /* bisect.insort(list, x) (insort_right); -1 on error */
 static int
 insort(PyObject *list, PyObject *x)
@@ -80,7 +96,7 @@ insort(PyObject *list, PyObject *x)
         else
             lo = mid + 1;
     }
-    return PyList_Insert(list, lo, x);
+    return insert_at(list, lo, x);
 }
 
 /* del list[bisect_left(list, x)]; an index past the end raises IndexError as in Python */
@@ -319,9 +335,9 @@ step_window(side_t *side, PyObject *p, PyObject *s)
     }
     if (!t)
         return 0;
-    if (PyList_Insert(head, i, p) < 0)
+    if (insert_at(head, i, p) < 0)
         return -1;
-    if (PyList_Insert(sizes, i, s) < 0) {
+    if (insert_at(sizes, i, s) < 0) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         PyList_SetSlice(head, i, i + 1, NULL);
