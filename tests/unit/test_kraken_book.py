@@ -10,9 +10,13 @@ import random
 from decimal import Decimal
 
 import pytest
-
 from marketfeed.adapters.kraken.book import KrakenBook
-from marketfeed.adapters.kraken.checksum import CHECKSUM_LEVELS, checksum_decimal, decimal_text, exact_level_text
+from marketfeed.adapters.kraken.checksum import (
+    CHECKSUM_LEVELS,
+    checksum_decimal,
+    decimal_text,
+    exact_level_text,
+)
 from marketfeed.adapters.kraken.schemas import BookLevel
 
 PP, QP = 1, 8  # BTC/USD
@@ -109,3 +113,40 @@ def test_precision_change_reformats_the_cached_texts() -> None:
     assert "".join(kb.ask_top) == exact_level_text("100.5", "2.5", 2, 8)
     assert "".join(kb.bid_top) == exact_level_text("99.5", "1.25", 2, 8)
     assert kb.checksum() == checksum_decimal([("100.5", "2.5")], [("99.5", "1.25")], 2, 8) != before
+
+
+def test_sizes_beyond_float_precision_then_a_plain_size_at_the_same_level() -> None:
+    # the exact path formats a too-large size from its wire digits; a later plain size at that level
+    # takes the float path for the size while the level's price text stays: both must stay exact
+    pp = qp = 8
+    tick = Decimal("0.00000010")
+    asks = [(f"{Decimal('0.00002100') + i * tick:.8f}", "244272509.76397250" if i == 0 else "1000") for i in range(10)]
+    bids = [(f"{Decimal('0.00002000') - i * tick:.8f}", "98765432.98765432" if i == 3 else "2500.5") for i in range(10)]
+
+    def frame(bid_levels, ask_levels) -> str:
+        def side(levels) -> str:
+            return "[" + ",".join(f'{{"price":{p},"qty":{q}}}' for p, q in levels) + "]"
+        return f'{{"data":[{{"symbol":"SHIB/USD","bids":{side(bid_levels)},"asks":{side(ask_levels)}}}]}}'
+
+    def levels(side) -> list[BookLevel]:
+        return [BookLevel(float(p), float(q)) for p, q in side]
+
+    kb = KrakenBook("SHIB-USD", "SHIB/USD", 10, pp, qp)
+    kb.load_snapshot(levels(bids), levels(asks), frame(bids, asks))
+    assert kb.checksum() == checksum_decimal(asks, bids, pp, qp)
+    steps = [
+        ([(bids[3][0], "12.5")], [(asks[0][0], "7")]),  # plain sizes where the huge ones were
+        ([(bids[3][0], "555555555.55555555")], []),  # huge again
+        ([], [(asks[0][0], "0")]),  # the level leaves; the 11th ask is not known: 9 asks remain
+        ([(bids[3][0], "3")], []),
+    ]
+    for bid_changes, ask_changes in steps:
+        for changes, book_side in ((bid_changes, bids), (ask_changes, asks)):
+            for p, q in changes:
+                i = next(j for j, (bp, _) in enumerate(book_side) if bp == p)
+                if q == "0":
+                    del book_side[i]
+                else:
+                    book_side[i] = (p, q)
+        kb.apply_update(levels(bid_changes), levels(ask_changes), frame(bid_changes, ask_changes))
+        assert kb.checksum() == checksum_decimal(asks, bids, pp, qp)
