@@ -366,11 +366,159 @@ apply_window(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return apply_each(&side, args[3], step_window);
 }
 
+/* --- a side kept with the venue's exact text per level (OKX: the checksum is over that text) -------- */
+
+static PyObject *str_px, *str_sz, *str_round;
+
+/* the float of a price text, through ``cache`` (text -> float, cleared when it reaches ``limit``) */
+static PyObject *
+cached_price(PyObject *cache, Py_ssize_t limit, PyObject *px)
+{
+    PyObject *p = PyDict_GetItemWithError(cache, px);
+    if (p != NULL) {
+        Py_INCREF(p);
+        return p;
+    }
+    if (PyErr_Occurred())
+        return NULL;
+    p = PyFloat_FromString(px);  /* float(px): ValueError on text that is not a number */
+    if (p == NULL)
+        return NULL;
+    if (PyDict_GET_SIZE(cache) >= limit)
+        PyDict_Clear(cache);
+    if (PyDict_SetItem(cache, px, p) < 0) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* One level [px, sz] of texts; appends (price, size) to ``changes``. See the Python form,
+ * adapters/okx/adapter.py _apply_side_py, for the rules. */
+static int
+step_text(PyObject *levels, PyObject *prices, PyObject *frags, PyObject *cache, Py_ssize_t limit,
+          PyObject *ct, PyObject *nd, PyObject *lv, PyObject *changes)
+{
+    int rc = -1;
+    PyObject *px = NULL, *sz = NULL, *p = NULL, *s = NULL, *text = NULL;
+    if ((px = PyObject_GetAttr(lv, str_px)) == NULL || (sz = PyObject_GetAttr(lv, str_sz)) == NULL)
+        goto done;
+    if ((p = cached_price(cache, limit, px)) == NULL || (s = PyFloat_FromString(sz)) == NULL)
+        goto done;
+    double pv = PyFloat_AS_DOUBLE(p), sv = PyFloat_AS_DOUBLE(s);
+    if (sv > 0.0 && pv > 0.0) {
+        if (ct != Py_None) {  /* contracts to base units: round(s * ct, nd) */
+            PyObject *scaled = PyNumber_Multiply(s, ct);
+            if (scaled == NULL)
+                goto done;
+            PyObject *rounded = PyObject_CallMethodObjArgs(scaled, str_round, nd, NULL);
+            Py_DECREF(scaled);
+            if (rounded == NULL)
+                goto done;
+            Py_SETREF(s, rounded);
+        }
+        if ((text = PyUnicode_FromFormat("%U:%U", px, sz)) == NULL)
+            goto done;
+        int has = PyDict_Contains(levels, p);
+        if (has < 0)
+            goto done;
+        Py_ssize_t i = bisect_left(prices, p);
+        if (i < 0)
+            goto done;
+        if (has) {
+            if (i >= PyList_GET_SIZE(frags)) {
+                PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+                goto done;
+            }
+            Py_INCREF(text);
+            if (PyList_SetItem(frags, i, text) < 0)
+                goto done;
+        } else if (insert_at(prices, i, p) < 0 || insert_at(frags, i, text) < 0) {
+            goto done;
+        }
+        if (PyDict_SetItem(levels, p, s) < 0)
+            goto done;
+    } else if (sv != 0.0 || !(pv > 0.0)) {  /* a negative or NaN size, or a price not > 0 (or NaN) */
+        PyErr_Format(PyExc_ValueError, "bad level [%R, %R]", px, sz);
+        goto done;
+    } else {  /* size 0: delete */
+        int has = PyDict_Contains(levels, p);
+        if (has < 0)
+            goto done;
+        if (has) {
+            Py_ssize_t i = bisect_left(prices, p);
+            if (i < 0)
+                goto done;
+            if (i >= PyList_GET_SIZE(prices) || i >= PyList_GET_SIZE(frags)) {
+                PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+                goto done;
+            }
+            if (PyList_SetSlice(prices, i, i + 1, NULL) < 0 || PyList_SetSlice(frags, i, i + 1, NULL) < 0 ||
+                PyDict_DelItem(levels, p) < 0)
+                goto done;
+        }
+    }
+    PyObject *change = PyTuple_Pack(2, p, s);
+    if (change == NULL)
+        goto done;
+    rc = PyList_Append(changes, change);
+    Py_DECREF(change);
+done:
+    Py_XDECREF(px);
+    Py_XDECREF(sz);
+    Py_XDECREF(p);
+    Py_XDECREF(s);
+    Py_XDECREF(text);
+    return rc;
+}
+
+static PyObject *
+apply_text_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "apply_text_levels(levels_in, levels, prices, frags, cache, cache_limit, ct, nd)");
+        return NULL;
+    }
+    PyObject *levels = args[1], *prices = args[2], *frags = args[3], *cache = args[4];
+    if (!PyDict_Check(levels) || !PyList_Check(prices) || !PyList_Check(frags) || !PyDict_Check(cache)) {
+        PyErr_SetString(PyExc_TypeError, "expected dict levels, list prices, list frags, dict cache");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *seq = PySequence_Fast(args[0], "levels must be iterable");
+    if (seq == NULL)
+        return NULL;
+    PyObject *changes = PyList_New(0);
+    if (changes == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *lv = PySequence_Fast_GET_ITEM(seq, i);
+        Py_INCREF(lv);
+        int rc = step_text(levels, prices, frags, cache, limit, args[6], args[7], lv, changes);
+        Py_DECREF(lv);
+        if (rc < 0) {
+            Py_DECREF(changes);
+            changes = NULL;
+            break;
+        }
+    }
+    Py_DECREF(seq);
+    return changes;
+}
+
 static PyMethodDef methods[] = {
     {"apply_levels", (PyCFunction)(void (*)(void))apply_levels, METH_FASTCALL,
      "apply_levels(levels, prices, updates): a BookSide diff (see book._apply_levels_py)"},
     {"apply_window", (PyCFunction)(void (*)(void))apply_window, METH_FASTCALL,
      "apply_window(deep, head, sizes, updates, descending): a TopWindowSide diff (see book._apply_window_py)"},
+    {"apply_text_levels", (PyCFunction)(void (*)(void))apply_text_levels, METH_FASTCALL,
+     "apply_text_levels(levels_in, levels, prices, frags, cache, cache_limit, ct, nd) -> [(price, size)]: "
+     "an OKX book side (see adapters/okx/adapter.py _apply_side_py)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -382,5 +530,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__book(void)
 {
+    if ((str_px = PyUnicode_InternFromString("px")) == NULL || (str_sz = PyUnicode_InternFromString("sz")) == NULL ||
+        (str_round = PyUnicode_InternFromString("__round__")) == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }

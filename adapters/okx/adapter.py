@@ -38,6 +38,7 @@ in replay their books are still verified (counted) but nothing is published for 
 from __future__ import annotations
 
 import json
+import os
 import re
 from bisect import bisect_left
 from collections import Counter, deque
@@ -118,19 +119,14 @@ _PRICES: dict[str, float] = {}
 PRICE_CACHE_LIMIT = 1 << 16
 
 
-def _parse_price(px: str) -> float:
-    p = float(px)  # raises ValueError on text that is not a number: nothing cached then
-    if len(_PRICES) >= PRICE_CACHE_LIMIT:
-        _PRICES.clear()
-    _PRICES[px] = p
-    return p
-
-
-def _apply_side(levels_in: list[schemas.Level], side: BookSide, frag: list[str], ct: float | None, nd: int) -> list[Level]:
-    """Set each level of one side (size "0" deletes) in the float book and in the aligned list of
-    exact-text fragments; return the event's ``(price, size)`` list in base units."""
-    levels = side.levels
-    prices = side.prices
+def _apply_text_py(
+    levels_in: list[schemas.Level], levels: dict, prices: list, frag: list[str], cache: dict, cache_limit: int,
+    ct: float | None, nd: int,
+) -> list[Level]:
+    """Set each level of one side (size "0" deletes) in the float book (``levels``, ``prices``) and in
+    the aligned list of exact-text fragments; return the event's ``(price, size)`` list in base units.
+    Price texts become floats through ``cache`` (cleared when it reaches ``cache_limit``). The same
+    loop is in C (marketfeed/_book.c apply_text_levels); tests/unit/test_okx_apply.py runs both."""
     changes = []
     append = changes.append
     # the hot loop of the adapter: the dict answers "is it there" (cheaper than comparing at the
@@ -138,9 +134,12 @@ def _apply_side(levels_in: list[schemas.Level], side: BookSide, frag: list[str],
     for lv in levels_in:
         px = lv.px
         sz = lv.sz
-        p = _PRICES.get(px)
+        p = cache.get(px)
         if p is None:
-            p = _parse_price(px)
+            p = float(px)  # raises ValueError on text that is not a number: nothing cached then
+            if len(cache) >= cache_limit:
+                cache.clear()
+            cache[px] = p
         s = float(sz)
         if s > 0.0 and p > 0.0:  # set (a NaN or negative size is not > 0)
             if ct is not None:
@@ -161,6 +160,18 @@ def _apply_side(levels_in: list[schemas.Level], side: BookSide, frag: list[str],
             del levels[p]
         append((p, s))
     return changes
+
+
+try:
+    from marketfeed._book import apply_text_levels as _apply_text_c
+except ImportError:  # not built (no C compiler at install)
+    _apply_text_c = None
+_apply_text = _apply_text_c if _apply_text_c is not None and not os.environ.get("MARKETFEED_PURE_PYTHON") else _apply_text_py
+
+
+def _apply_side(levels_in: list[schemas.Level], side: BookSide, frag: list[str], ct: float | None, nd: int) -> list[Level]:
+    """``_apply_text`` on a ``BookSide``, with the module's price cache."""
+    return _apply_text(levels_in, side.levels, side.prices, frag, _PRICES, PRICE_CACHE_LIMIT, ct, nd)
 
 
 def _truncate(side: BookSide, frag: list[str], depth: int, changes: list[Level]) -> int:
@@ -834,8 +845,14 @@ class OkxAdapter(Adapter):
         bids = d.bids
         asks = d.asks
         try:  # _apply, inlined: a call costs about as much as a level
-            bids = _apply_side(bids, book.bids, sync.bfrag, sym.ct_val, sym.size_decimals) if bids else []
-            asks = _apply_side(asks, book.asks, sync.afrag, sym.ct_val, sym.size_decimals) if asks else []
+            ct = sym.ct_val
+            nd = sym.size_decimals
+            if bids:
+                side = book.bids
+                bids = _apply_text(bids, side.levels, side.prices, sync.bfrag, _PRICES, PRICE_CACHE_LIMIT, ct, nd)
+            if asks:
+                side = book.asks
+                asks = _apply_text(asks, side.levels, side.prices, sync.afrag, _PRICES, PRICE_CACHE_LIMIT, ct, nd)
         except (ValueError, IndexError, TypeError) as exc:
             self._fail(sym, sync, ts, f"malformed update: {exc}", "malformed_books")
             return

@@ -1,4 +1,4 @@
-"""The OKX hot path's per-side apply (``_apply_side``) against a plain reference: a dict of exact
+"""The OKX hot path's per-side apply (``_apply_side``, in C and in Python) against a plain reference: a dict of exact
 price text -> size text, applied level by level. After every message the float book, the sorted
 prices, the exact-text fragments and the top-25 checksum must agree with the reference, and a bad
 level must be refused with ``ValueError`` before it touches the book."""
@@ -9,10 +9,23 @@ import random
 
 import pytest
 
+from marketfeed.adapters.okx import adapter as okx_adapter
 from marketfeed.adapters.okx import schemas
 from marketfeed.adapters.okx.adapter import _apply_side
 from marketfeed.adapters.okx.checksum import checksum_of_fragments, okx_checksum
 from marketfeed.book import BookSide
+
+
+@pytest.fixture(autouse=True, params=["C", "Python"])
+def loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on both forms of the loop: marketfeed/_book.c and the Python one."""
+    if request.param == "C":
+        if okx_adapter._apply_text_c is None:
+            pytest.skip("C accelerator not built (no compiler at install)")
+        monkeypatch.setattr(okx_adapter, "_apply_text", okx_adapter._apply_text_c)
+    else:
+        monkeypatch.setattr(okx_adapter, "_apply_text", okx_adapter._apply_text_py)
+    return request.param
 
 
 def _px(tick: int) -> str:
