@@ -1,11 +1,17 @@
-/* The book's per-level loop in C: the same steps as the pure-Python loops in book.py, one C call per
- * side and diff instead of a dozen bytecodes per level. Only the loop is here; everything else about
- * the book (loading, refill of the top window, reading) stays in Python.
+/* The book's per-level loops in C: the same steps as the pure-Python loops they stand in for, one C
+ * call per side and diff instead of a dozen bytecodes per level. Only the loops are here; everything
+ * else about the book (loading, refilling the top window, reading) stays in Python.
  *
- * Semantics are exactly those of book.py's _apply_levels_py and _apply_window_py (tests/unit/
- * test_book.py runs both on the same random operations and compares them): a level is (price, size);
- * a true size sets the level, a false one deletes it (deleting an absent level is a no-op). Prices
- * are compared with Python's own rules; floats, the usual case, without a call.
+ * - apply_levels: BookSide (book.py _apply_levels_py): every price sorted in a list.
+ * - apply_window: TopWindowSide (book.py _apply_window_py): the best prices in a short sorted list with
+ *   their sizes beside them, the rest in a dict.
+ * - apply_text_levels: a BookSide kept with each level's exact text, for OKX's checksum
+ *   (adapters/okx/adapter.py _apply_text_py).
+ *
+ * Semantics are exactly those of the Python forms, errors included: tests/unit/test_book.py and
+ * test_okx_apply.py run both on the same random operations and compare them. A level is (price, size);
+ * a true size sets the level, a false one deletes it (deleting an absent level is a no-op). Prices are
+ * compared with Python's own rules; floats, the usual case, without a call.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
