@@ -68,3 +68,11 @@ def test_empty_and_unreadable_files_are_capture_errors(tmp_path: Path) -> None:
     bad_gzip.write_bytes(b"\x1f\x8b" + b"\xff" * 64)
     with pytest.raises(CaptureError, match="cannot read"):
         read_capture(bad_gzip)
+
+
+def test_a_gzip_member_that_gives_no_bytes_in_a_block(tmp_path: Path) -> None:
+    """An empty member between two (a block then decompresses to nothing) changes nothing."""
+    first = write(tmp_path / "a.capture.jsonl.gz", ["a", "b"])
+    joined = tmp_path / "j.capture.jsonl.gz"
+    joined.write_bytes(first.read_bytes() + gzip.compress(b"") + gzip.compress(b'{"ev":"recv","ts":1,"conn":"c1","data":"c"}'))
+    assert frames_of(joined) == ["a", "b", "c"]
