@@ -76,3 +76,27 @@ def test_a_gzip_member_that_gives_no_bytes_in_a_block(tmp_path: Path) -> None:
     joined = tmp_path / "j.capture.jsonl.gz"
     joined.write_bytes(first.read_bytes() + gzip.compress(b"") + gzip.compress(b'{"ev":"recv","ts":1,"conn":"c1","data":"c"}'))
     assert frames_of(joined) == ["a", "b", "c"]
+
+
+def test_the_read_ahead_thread_ends_with_the_reader(tmp_path: Path) -> None:
+    """Gzip is read ahead on a thread: it must end whether the reader finishes, stops early, hits a
+    truncated stream or a bad header."""
+    import threading
+
+    def readers() -> int:
+        return sum(t.name == "capture-read-ahead" for t in threading.enumerate())
+
+    path = write(tmp_path / "r.capture.jsonl.gz", [f'{{"n":{i},"pad":"{i * 7919 % 100003:06d}"}}' for i in range(60_000)])
+    assert len(frames_of(path)) == 60_000
+    _, records = read_capture(path)
+    next(records)
+    records.close()  # stops early, with the thread's queue full
+    cut = tmp_path / "cut.capture.jsonl.gz"
+    cut.write_bytes(path.read_bytes()[:200_000])
+    with pytest.raises(CaptureError, match="truncated"):
+        frames_of(cut)
+    bad = tmp_path / "bad-header.capture.jsonl.gz"
+    bad.write_bytes(gzip.compress(b'{"capture": "other", "version": 1}\n' + b"x" * 3_000_000))
+    with pytest.raises(CaptureError, match="not a marketfeed capture"):
+        read_capture(bad)
+    assert readers() == 0
