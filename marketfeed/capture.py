@@ -222,12 +222,13 @@ def _records(path: Path, fh: io.BufferedReader, lines: list[bytes], blocks: Iter
             while True:
                 for line in lines:
                     lineno += 1
-                    if not line.strip():
-                        continue
                     try:
-                        yield decode(line)
+                        record = decode(line)
                     except msgspec.DecodeError as exc:
+                        if not line.strip():
+                            continue  # a blank line (looked at only here: most lines are records)
                         raise CaptureError(f"{path}:{lineno}: bad record: {exc}") from None
+                    yield record
                 lines = next(blocks, None)
                 if lines is None:
                     return
