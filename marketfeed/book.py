@@ -1,9 +1,9 @@
-"""The L2 order book: one price-keyed dict per side plus a sorted price index.
+"""The L2 order book: per side, sizes by price plus the prices in order. Two kinds of side, chosen per
+venue:
 
-Most diff levels change the size of a level that already exists: a single dict store. The sorted index
-is touched only when a level appears or disappears, and it comes in two kinds, chosen per venue:
-
-- ``BookSide`` keeps every price sorted (ascending for both sides; the best bid is the last element).
+- ``BookSide`` keeps every level in a price -> size dict and every price sorted in a list (ascending
+  for both sides; the best bid is the last element). Most diff levels change the size of a level that
+  exists: one dict store; the list is touched only when a level appears or disappears.
   Venues with a fixed depth window need that full order (Kraken truncates to its depth after every
   message, OKX keeps 400 levels): a plain list kept with ``bisect`` beats a SortedList on books of a
   few thousand levels (a C memmove is cheaper than SortedList's Python bookkeeping); past
@@ -17,7 +17,7 @@ is touched only when a level appears or disappears, and it comes in two kinds, c
 
 The per-level loop of both (``_apply_levels_py``, ``_apply_window_py``) also exists in C
 (``marketfeed/_book.c``, built when the package is installed): the same steps without a dozen bytecodes
-per level, which makes a Binance diff's apply several times faster. Where it could not be built, or
+per level, which makes a Binance diff's apply two to three times faster. Where it could not be built, or
 with ``MARKETFEED_PURE_PYTHON=1``, the Python loops run; ``ACCELERATED`` says which.
 
 ``make bench`` (benchmarks/bench_binance.py) measures the designs against a SortedDict per side.
