@@ -26,9 +26,9 @@ less(PyObject *a, PyObject *b)
     return PyObject_RichCompareBool(a, b, Py_LT);
 }
 
-/* bisect.bisect_left(list, x); -1 on error */
+/* bisect.bisect_left (right = 0) or bisect.bisect_right (right = 1) of x in list; -1 on error */
 static Py_ssize_t
-bisect_left(PyObject *list, PyObject *x)
+bisect(PyObject *list, PyObject *x, int right)
 {
     Py_ssize_t lo = 0, hi = PyList_GET_SIZE(list);
     if (PyFloat_CheckExact(x)) {
@@ -39,7 +39,8 @@ bisect_left(PyObject *list, PyObject *x)
             PyObject *item = PyList_GET_ITEM(list, mid);
             if (!PyFloat_CheckExact(item))
                 break;
-            if (PyFloat_AS_DOUBLE(item) < v)
+            double d = PyFloat_AS_DOUBLE(item);
+            if (right ? !(v < d) : d < v)
                 lo = mid + 1;
             else
                 hi = mid;
@@ -53,17 +54,20 @@ bisect_left(PyObject *list, PyObject *x)
         }
         PyObject *item = PyList_GET_ITEM(list, mid);
         Py_INCREF(item);
-        int lt = less(item, x);
+        /* bisect_left: item < x goes right; bisect_right: x < item goes left */
+        int lt = right ? less(x, item) : less(item, x);
         Py_DECREF(item);
         if (lt < 0)
             return -1;
-        if (lt)
+        if (lt != right)
             lo = mid + 1;
         else
             hi = mid;
     }
     return lo;
 }
+
+#define bisect_left(list, x) bisect((list), (x), 0)
 
 /* list.insert(i, x) with one memmove: CPython's own insert moves the items one at a time */
 static int
@@ -84,25 +88,8 @@ insert_at(PyObject *list, Py_ssize_t i, PyObject *x)
 static int
 insort(PyObject *list, PyObject *x)
 {
-    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(list);
-    while (lo < hi) {
-        Py_ssize_t mid = (lo + hi) / 2;
-        if (mid >= PyList_GET_SIZE(list)) {
-            PyErr_SetString(PyExc_RuntimeError, "book price list changed during a comparison");
-            return -1;
-        }
-        PyObject *item = PyList_GET_ITEM(list, mid);
-        Py_INCREF(item);
-        int lt = less(x, item);
-        Py_DECREF(item);
-        if (lt < 0)
-            return -1;
-        if (lt)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return insert_at(list, lo, x);
+    Py_ssize_t i = bisect(list, x, 1);
+    return i < 0 ? -1 : insert_at(list, i, x);
 }
 
 /* del list[bisect_left(list, x)]; an index past the end raises IndexError as in Python */
