@@ -22,7 +22,6 @@ import msgspec
 
 from marketfeed.events import Event
 
-
 # --- commands: what the adapter asks the runtime to do -------------------------------------------
 
 
@@ -62,6 +61,18 @@ class Disconnect(msgspec.Struct, frozen=True):
 
 
 Command = Connect | Send | Fetch | Disconnect
+
+
+def rest_problem(status: int, body: str, error_decoder: msgspec.json.Decoder) -> str:
+    """One line saying why a REST request failed, for logs and status events: the venue's own
+    ``code``/``msg`` error body where ``error_decoder`` reads one, else the start of the body."""
+    if status == 0:
+        return "no response (timeout or connection error)"
+    try:
+        err = error_decoder.decode(body)
+        return f"HTTP {status}: code {err.code}: {err.msg}"
+    except msgspec.DecodeError:
+        return f"HTTP {status}: {body[:200]!r}"
 
 
 class Adapter:

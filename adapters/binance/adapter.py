@@ -35,7 +35,7 @@ from marketfeed.events import (
     Trade,
 )
 from marketfeed.logging import RateLimitedLog
-from marketfeed.protocol import Adapter, Connect, Disconnect, Fetch, Send
+from marketfeed.protocol import Adapter, Connect, Disconnect, Fetch, Send, rest_problem
 
 from . import schemas
 from .symbols import SymbolMap
@@ -46,9 +46,11 @@ from .sync import (
     GAP,
     IGNORED,
     LIVE,
-    STALE as STALE_DIFF,
     TOO_OLD,
     DepthSync,
+)
+from .sync import (
+    STALE as STALE_DIFF,
 )
 
 log = structlog.get_logger("marketfeed.binance")
@@ -590,15 +592,6 @@ class BinanceAdapter(Adapter):
             self.counters["unknown_rest"] += 1
             log.warning("REST response not recognised", venue=self.venue, url=url)
 
-    def _rest_problem(self, status: int, body: str) -> str:
-        if status == 0:
-            return "no response (timeout or connection error)"
-        try:
-            err = schemas.rest_error_decoder.decode(body)
-            return f"HTTP {status}: code {err.code}: {err.msg}"
-        except msgspec.DecodeError:
-            return f"HTTP {status}: {body[:200]!r}"
-
     def _on_exchange_info(self, ts: int, url: str, status: int, body: str) -> None:
         info = None
         if status == 200:
@@ -607,7 +600,7 @@ class BinanceAdapter(Adapter):
             except msgspec.DecodeError as exc:
                 problem = f"unreadable body: {exc}"
         else:
-            problem = self._rest_problem(status, body)
+            problem = rest_problem(status, body, schemas.rest_error_decoder)
         if info is None:
             self.counters["rest_errors"] += 1
             log.error("exchangeInfo failed", venue=self.venue, problem=problem)
@@ -646,7 +639,7 @@ class BinanceAdapter(Adapter):
             except msgspec.DecodeError as exc:
                 problem = f"unreadable body: {exc}"
         else:
-            problem = self._rest_problem(status, body)
+            problem = rest_problem(status, body, schemas.rest_error_decoder)
         if snap is None:
             self.counters["snapshot_failures"] += 1
             self._warn.warning(("snapshot", native), ts, "snapshot failed", venue=self.venue, symbol=st.symbol, problem=problem)

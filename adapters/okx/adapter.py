@@ -63,7 +63,7 @@ from marketfeed.events import (
     Trade,
 )
 from marketfeed.logging import RateLimitedLog
-from marketfeed.protocol import Adapter, Connect, Disconnect, Fetch, Send
+from marketfeed.protocol import Adapter, Connect, Disconnect, Fetch, Send, rest_problem
 
 from . import schemas
 from .checksum import crc_of_top, signed32
@@ -1017,15 +1017,6 @@ class OkxAdapter(Adapter):
             self.counters["unknown_rest"] += 1
             log.warning("REST response not recognised", venue=self.venue, url=url)
 
-    def _rest_problem(self, status: int, body: str) -> str:
-        if status == 0:
-            return "no response (timeout or connection error)"
-        try:
-            err = schemas.rest_error_decoder.decode(body)
-            return f"HTTP {status}: code {err.code}: {err.msg}"
-        except msgspec.DecodeError:
-            return f"HTTP {status}: {body[:200]!r}"
-
     def _on_instruments(self, ts: int, url: str, kind: str | None, status: int, body: str) -> None:
         resp = None
         problem = ""
@@ -1039,7 +1030,7 @@ class OkxAdapter(Adapter):
                     problem = f"code {resp.code}: {resp.msg}"
                     resp = None
         else:
-            problem = self._rest_problem(status, body)
+            problem = rest_problem(status, body, schemas.rest_error_decoder)
         if resp is None:
             self.counters["rest_errors"] += 1
             log.error("instruments failed", venue=self.venue, url=url, problem=problem)
@@ -1075,7 +1066,7 @@ class OkxAdapter(Adapter):
                 else:
                     snap = resp.data[0]
         else:
-            problem = self._rest_problem(status, body)
+            problem = rest_problem(status, body, schemas.rest_error_decoder)
         if snap is not None and snap.seqId is None:
             snap = None
             problem = "the REST snapshot has no seqId: it cannot be stitched to the stream"
