@@ -49,9 +49,7 @@ from .sync import (
     TOO_OLD,
     DepthSync,
 )
-from .sync import (
-    STALE as STALE_DIFF,
-)
+from .sync import STALE as STALE_DIFF
 
 log = structlog.get_logger("marketfeed.binance")
 
