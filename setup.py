@@ -9,5 +9,6 @@ setup(
     ext_modules=[
         Extension("marketfeed._book", ["marketfeed/_book.c"], optional=True),
         Extension("marketfeed._checksum", ["marketfeed/_checksum.c"], optional=True),
+        Extension("marketfeed.adapters.binance._frames", ["adapters/binance/_frames.c"], optional=True),
     ]
 )

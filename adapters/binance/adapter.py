@@ -38,6 +38,7 @@ from marketfeed.logging import RateLimitedLog
 from marketfeed.protocol import Adapter, Connect, Disconnect, Fetch, Send, rest_problem
 
 from . import schemas
+from .frames import stream_name, take_agg_trade, take_trade
 from .symbols import SymbolMap
 from .sync import (
     APPLY,
@@ -134,15 +135,19 @@ class SymbolState:
 
 
 class Route:
-    """What a stream name leads to: payload decoder, whole-frame decoder (hot path), handler, symbol."""
+    """What a stream name leads to: payload decoder, whole-frame decoder (hot path), handler, symbol,
+    and for trade streams the compiled whole-frame reader (``_frames``, None without the extension)."""
 
-    __slots__ = ("decoder", "frame_decoder", "handler", "state")
+    __slots__ = ("decoder", "frame_decoder", "handler", "state", "take")
 
-    def __init__(self, decoder: Any, frame_decoder: Any, handler: Any, state: SymbolState | None) -> None:
+    def __init__(
+        self, decoder: Any, frame_decoder: Any, handler: Any, state: SymbolState | None, take: Any = None
+    ) -> None:
         self.decoder = decoder
         self.frame_decoder = frame_decoder
         self.handler = handler
         self.state = state
+        self.take = take
 
 
 class ConnState:
@@ -338,18 +343,29 @@ class BinanceAdapter(Adapter):
     # -- frames -------------------------------------------------------------------------------------
 
     def on_frame(self, conn: str, ts: int, data: str | bytes) -> None:
-        # Hot path: a combined-stream frame starts with {"stream":"<name>": route on the name and
-        # decode frame and payload in one pass. Anything else takes the general path.
-        if type(data) is str and data.startswith('{"stream":"'):
-            route = self.routes.get(data[11 : data.find('"', 11)])
-            if route is not None and route.frame_decoder is not None:
-                try:
-                    payload = route.frame_decoder.decode(data).data
-                except msgspec.DecodeError as exc:
-                    self._bad_payload(conn, ts, data, exc, route)
+        # Hot path: a combined-stream frame starts with {"stream":"<name>": route on the name, then
+        # read a trade frame in one C call, or decode frame and payload in one msgspec pass. Anything
+        # else takes the general path.
+        name = stream_name(data)
+        if name is not None:
+            route = self.routes.get(name)
+            if route is not None:
+                if route.take is not None:
+                    taken = route.take(data, ts, route.state, self.venue, self.events)
+                    if taken == 1:
+                        return
+                    if taken:
+                        self.counters["duplicate_trades" if taken == 2 else "trade_id_jumps"] += 1
+                        return
+                    # 0: not the plain form; msgspec reads it (and says what is wrong with it)
+                if route.frame_decoder is not None:
+                    try:
+                        payload = route.frame_decoder.decode(data).data
+                    except msgspec.DecodeError as exc:
+                        self._bad_payload(conn, ts, data, exc, route)
+                        return
+                    route.handler(conn, ts, payload, route.state)
                     return
-                route.handler(conn, ts, payload, route.state)
-                return
         try:
             env = schemas.envelope_decoder.decode(data)
         except msgspec.DecodeError as exc:
@@ -385,10 +401,13 @@ class BinanceAdapter(Adapter):
             route = Route(None, None, self._on_server_shutdown, None)
         else:
             lower, _, kind = stream.partition("@")
+            take = None
             if kind == "trade":
                 decoders = (schemas.trade_decoder, schemas.trade_frame_decoder, self._on_trade)
+                take = take_trade
             elif kind == "aggTrade":
                 decoders = (schemas.agg_trade_decoder, schemas.agg_trade_frame_decoder, self._on_agg_trade)
+                take = take_agg_trade
             elif kind == "depth" or (kind.startswith("depth@") and kind.endswith("ms")):
                 decoders = (schemas.depth_decoder, schemas.depth_frame_decoder, self._on_depth)
             else:
@@ -398,7 +417,7 @@ class BinanceAdapter(Adapter):
                 route = Route(None, None, self._on_ignored, None)
             else:
                 st = self._state(lower, lower.upper(), None)
-                route = Route(*decoders, st) if st is not None else Route(None, None, self._on_unknown_symbol, None)
+                route = Route(*decoders, st, take) if st is not None else Route(None, None, self._on_unknown_symbol, None)
         self.routes[stream] = route
         return route
 

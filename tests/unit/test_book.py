@@ -122,9 +122,10 @@ def test_accelerator_is_built_where_it_can_be() -> None:
 
     if os.environ.get("MARKETFEED_PURE_PYTHON") or not os.environ.get("CI"):
         pytest.skip("only required in CI (MARKETFEED_PURE_PYTHON unset)")
+    from marketfeed.adapters.binance import frames
     from marketfeed.adapters.okx import checksum
 
-    assert book_module.ACCELERATED and checksum.ACCELERATED
+    assert book_module.ACCELERATED and checksum.ACCELERATED and frames.ACCELERATED
 
 
 @pytest.mark.parametrize("seed", range(6))
