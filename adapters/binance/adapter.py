@@ -38,7 +38,14 @@ from marketfeed.logging import RateLimitedLog
 from marketfeed.protocol import Adapter, Connect, Disconnect, Fetch, Send, rest_problem
 
 from . import schemas
-from .frames import stream_name, take_agg_trade, take_trade
+from .frames import (
+    read_agg_trade_frame,
+    read_depth_frame,
+    read_trade_frame,
+    stream_name,
+    take_agg_trade,
+    take_trade,
+)
 from .symbols import SymbolMap
 from .sync import (
     APPLY,
@@ -135,16 +142,15 @@ class SymbolState:
 
 
 class Route:
-    """What a stream name leads to: payload decoder, whole-frame decoder (hot path), handler, symbol,
-    and for trade streams the compiled whole-frame reader (``_frames``, None without the extension)."""
+    """What a stream name leads to: the payload's decoder (general path), the whole frame's reader (hot
+    path, ``frames``), the handler and the symbol; for trade streams also the compiled reader that
+    does the whole work in one call (None without the extension)."""
 
-    __slots__ = ("decoder", "frame_decoder", "handler", "state", "take")
+    __slots__ = ("decoder", "read", "handler", "state", "take")
 
-    def __init__(
-        self, decoder: Any, frame_decoder: Any, handler: Any, state: SymbolState | None, take: Any = None
-    ) -> None:
+    def __init__(self, decoder: Any, read: Any, handler: Any, state: SymbolState | None, take: Any = None) -> None:
         self.decoder = decoder
-        self.frame_decoder = frame_decoder
+        self.read = read
         self.handler = handler
         self.state = state
         self.take = take
@@ -344,7 +350,7 @@ class BinanceAdapter(Adapter):
 
     def on_frame(self, conn: str, ts: int, data: str | bytes) -> None:
         # Hot path: a combined-stream frame starts with {"stream":"<name>": route on the name, then
-        # read a trade frame in one C call, or decode frame and payload in one msgspec pass. Anything
+        # take a trade frame in one C call, or read frame and payload in one pass (frames.py). Anything
         # else takes the general path.
         name = stream_name(data)
         if name is not None:
@@ -358,9 +364,9 @@ class BinanceAdapter(Adapter):
                         self.counters["duplicate_trades" if taken == 2 else "trade_id_jumps"] += 1
                         return
                     # 0: not the plain form; msgspec reads it (and says what is wrong with it)
-                if route.frame_decoder is not None:
+                if route.read is not None:
                     try:
-                        payload = route.frame_decoder.decode(data).data
+                        payload = route.read(data)
                     except msgspec.DecodeError as exc:
                         self._bad_payload(conn, ts, data, exc, route)
                         return
@@ -403,13 +409,13 @@ class BinanceAdapter(Adapter):
             lower, _, kind = stream.partition("@")
             take = None
             if kind == "trade":
-                decoders = (schemas.trade_decoder, schemas.trade_frame_decoder, self._on_trade)
+                decoders = (schemas.trade_decoder, read_trade_frame, self._on_trade)
                 take = take_trade
             elif kind == "aggTrade":
-                decoders = (schemas.agg_trade_decoder, schemas.agg_trade_frame_decoder, self._on_agg_trade)
+                decoders = (schemas.agg_trade_decoder, read_agg_trade_frame, self._on_agg_trade)
                 take = take_agg_trade
             elif kind == "depth" or (kind.startswith("depth@") and kind.endswith("ms")):
-                decoders = (schemas.depth_decoder, schemas.depth_frame_decoder, self._on_depth)
+                decoders = (schemas.depth_decoder, read_depth_frame, self._on_depth)
             else:
                 decoders = None
             if decoders is None:

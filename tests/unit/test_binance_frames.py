@@ -211,3 +211,107 @@ def test_adapter_counts_what_the_reader_reports() -> None:
     adapter.on_frame("c1", 3, trade_frame(tid=10).replace('"m":true', '"m":"yes"'))  # msgspec path: malformed
     assert adapter.counters["malformed"] == 1
     assert [(type(e), e.state) for e in adapter.take_events()] == [(Status, ERROR)]
+
+
+# -- depth ------------------------------------------------------------------------------------------
+
+
+def depth_frame(bids: str = '["61798.31000000","0.94786588"],["61798.30000000","0.00000000"]', asks: str = '["61798.32000000","1.50000000"]', futures: bool = False) -> str:
+    if futures:
+        data = f'{{"e":"depthUpdate","E":1723161256322,"T":1723161256320,"s":"BTCUSDT","U":100,"u":105,"pu":99,"b":[{bids}],"a":[{asks}]}}'
+        return f'{{"stream":"btcusdt@depth@100ms","data":{data}}}'
+    data = f'{{"e":"depthUpdate","E":1723161256322,"s":"BTCUSDT","U":100,"u":105,"b":[{bids}],"a":[{asks}]}}'
+    return f'{{"stream":"btcusdt@depth@100ms","data":{data}}}'
+
+
+def msgspec_depth(frame: str) -> schemas.DepthUpdate | None:
+    try:
+        return schemas.depth_frame_decoder.decode(frame).data
+    except msgspec.DecodeError:
+        return None
+
+
+def levels_bits(levels: list) -> list:
+    return [(math.copysign(1.0, p), math.copysign(1.0, q)) for p, q in levels]
+
+
+def check_depth(frame: str) -> bool:
+    """The C reader gives msgspec's DepthUpdate (or its DecodeError). True if it read the frame itself,
+    which it may only do where msgspec reads it the same way."""
+    expected = msgspec_depth(frame)
+    plain = _frames.plain_depth_update(frame)
+    if expected is None:
+        assert plain is None, frame
+        with pytest.raises(msgspec.DecodeError):
+            _frames.depth_update(frame)
+        return False
+    for got in (plain, _frames.depth_update(frame)):
+        if got is None:
+            continue
+        assert type(got) is schemas.DepthUpdate and got == expected, (frame, got, expected)
+        assert levels_bits(got.b) == levels_bits(expected.b) and levels_bits(got.a) == levels_bits(expected.a)
+        assert all(type(level) is tuple for level in got.b + got.a)
+    return plain is not None
+
+
+@pytest.mark.parametrize("futures", [False, True])
+def test_depth_frames_give_msgspecs_update(futures: bool) -> None:
+    assert check_depth(depth_frame(futures=futures))  # read by the C reader itself
+    assert check_depth(depth_frame(bids="", asks="", futures=futures))  # empty sides
+    assert check_depth(json.dumps(json.loads(depth_frame(futures=futures)), indent=2))
+
+
+DEPTH_NOT_PLAIN = [
+    depth_frame().replace('"U":100', '"U":100.5'),
+    depth_frame().replace('"U":100', '"U":"100"'),
+    depth_frame().replace(',"U":100', ""),  # a required field missing
+    depth_frame().replace('"u":105', '"u":105,"u":106'),  # twice
+    depth_frame().replace('"b":[', '"b":[],"b":['),
+    depth_frame().replace('"s":"BTCUSDT"', '"s":"BTCUSDT","s":"ETHUSDT"'),
+    depth_frame().replace('"u":105', '"u":105,"pu":null'),
+    depth_frame().replace('"u":105', '"u":105,"ts":5'),  # our own field, set by msgspec
+    depth_frame(bids='["1","2","3"]'),  # three elements
+    depth_frame(bids='["1"]'),
+    depth_frame(bids="[1,2]"),  # numbers, not strings
+    depth_frame(bids='["1e3","2"]'),
+    depth_frame(bids='["-0","2"]'),
+    depth_frame(bids='["1","2"],'),
+    depth_frame(bids='{"1":"2"}'),
+    depth_frame(bids='["1.12345678901234567","2"]'),
+    depth_frame().replace('"b":[', '"b":null,"x":['),
+    depth_frame().replace('"e":"depthUpdate"', '"e":"depth\\u0055pdate"'),
+    depth_frame()[:-1],
+    depth_frame() + " x",
+    depth_frame()[:90],
+    '{"stream":"btcusdt@depth@100ms","data":{}}',
+]
+
+
+@pytest.mark.parametrize("frame", DEPTH_NOT_PLAIN, ids=range(len(DEPTH_NOT_PLAIN)))
+def test_depth_frames_outside_the_plain_form_get_msgspecs_answer(frame: str) -> None:
+    assert not check_depth(frame)
+
+
+def test_fuzzed_depth_frames_give_msgspecs_answer() -> None:
+    rng = random.Random(12)
+    alphabet = '{}[]",:.-+0123456789eEtrufalsn \\x'
+    read_by_c = 0
+    for i in range(20_000):
+        levels = ",".join(f'["{rng.randrange(1, 10**6) / 100:.8f}","{rng.randrange(0, 10**5) / 1000:.8f}"]' for _ in range(rng.randint(0, 4)))
+        chars = list(depth_frame(bids=levels, futures=i % 2 == 1))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(chars))
+            op = rng.random()
+            if op < 0.4:
+                chars[at] = rng.choice(alphabet)
+            elif op < 0.7:
+                del chars[at]
+            else:
+                chars.insert(at, rng.choice(alphabet))
+        read_by_c += check_depth("".join(chars))
+    assert read_by_c > 1000
+
+
+def test_depth_reader_is_the_adapters_reader_where_built() -> None:
+    if frames.ACCELERATED:
+        assert frames.read_depth_frame is _frames.depth_update
