@@ -9,6 +9,13 @@ setup(
     ext_modules=[
         Extension("marketfeed._book", ["marketfeed/_book.c"], optional=True),
         Extension("marketfeed._checksum", ["marketfeed/_checksum.c"], optional=True),
-        Extension("marketfeed.adapters.binance._frames", ["adapters/binance/_frames.c"], optional=True),
+        Extension("marketfeed._capture", ["marketfeed/_capture.c"], depends=["marketfeed/_json.h"], optional=True),
+        Extension(
+            "marketfeed.adapters.binance._frames",
+            ["adapters/binance/_frames.c"],
+            include_dirs=["marketfeed"],
+            depends=["marketfeed/_json.h"],
+            optional=True,
+        ),
     ]
 )

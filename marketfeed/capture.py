@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import os
 import queue
 import threading
 import zlib
@@ -87,6 +88,19 @@ Record = Open | Send | Recv | Close | Rest
 
 _header_decoder = msgspec.json.Decoder(Header)
 _record_decoder = msgspec.json.Decoder(Record)
+
+# A plain recv line is read by the C reader (marketfeed/_capture.c) where it is built; every other
+# line, and every line without it (or with MARKETFEED_PURE_PYTHON=1), by msgspec.
+try:
+    from marketfeed import _capture
+except ImportError:
+    _capture = None
+ACCELERATED = _capture is not None and not os.environ.get("MARKETFEED_PURE_PYTHON")
+if ACCELERATED:
+    _capture.configure(Recv, _record_decoder.decode)
+    _read_record = _capture.read_record
+else:
+    _read_record = _record_decoder.decode
 _encoder = msgspec.json.Encoder()
 _SPILL = 256 * 1024  # bytes of records a CaptureWriter collects before writing them to the file
 
@@ -163,8 +177,11 @@ def _line_blocks(fh: io.BufferedReader) -> Iterator[list[bytes]]:
     tail = b""
     try:
         for chunk in chunks:
-            # BytesIO finds the newlines with memchr; bytes.split looks at every byte in Python 3.11
-            lines = io.BytesIO(tail + chunk if tail else chunk).readlines()
+            # BytesIO finds the newlines with memchr; bytes.split looks at every byte in Python 3.11.
+            # The tail joins the first line only: joining it to the chunk would copy the whole chunk.
+            lines = io.BytesIO(chunk).readlines()
+            if tail:
+                lines[0:1] = [tail + lines[0]] if lines else [tail]
             tail = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
             if lines:
                 yield lines
@@ -215,7 +232,7 @@ def read_capture(path: str | Path) -> tuple[Header, Iterator[Record]]:
 
 
 def _records(path: Path, fh: io.BufferedReader, lines: list[bytes], blocks: Iterator[list[bytes]]) -> Iterator[Record]:
-    decode = _record_decoder.decode
+    decode = _read_record
     lineno = 1
     try:
         with fh, contextlib.closing(blocks):  # the read-ahead thread stops before the file closes

@@ -87,6 +87,7 @@ def test_plain_frames_give_the_msgspec_paths_events(agg: bool) -> None:
     assert check_same(trade_frame(tid=11, agg=agg), agg, last=10) == 1
     # a jump is counted for trade ids only, as _on_trade does; aggTrade ids are not checked for jumps
     assert check_same(trade_frame(tid=15, agg=agg), agg, last=10) == (1 if agg else 3)
+    assert check_same(trade_frame(tid=2**63 - 1, agg=agg), agg) == 1  # the largest id in 64 bits
 
 
 def test_the_event_is_the_normalised_trade() -> None:
@@ -133,7 +134,7 @@ NOT_PLAIN = [
     trade_frame().replace('"p":"61798.31000000"', '"p":61798.31'),  # a number, not a string
     trade_frame().replace('"t":3735683259', '"t":3735683259.0'),  # an id that is not an integer
     trade_frame().replace('"t":3735683259', '"t":"3735683259"'),  # an id as a string
-    trade_frame().replace('"t":3735683259', '"t":1234567890123456789'),  # beyond 18 digits
+    trade_frame().replace('"t":3735683259', '"t":9223372036854775808'),  # beyond int64
     trade_frame().replace('"t":3735683259', '"t":03735683259'),  # a leading zero
     trade_frame().replace('"t":3735683259', '"t":-0'),
     trade_frame().replace(',"m":true', ""),  # a field missing
