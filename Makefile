@@ -31,7 +31,7 @@ help:
 venv: $(STAMP)
 
 # A venv made by an older Python (or a broken one) is replaced; the stamp records the last install.
-$(STAMP): pyproject.toml setup.py marketfeed/_book.c marketfeed/_checksum.c adapters/binance/_frames.c marketfeed/_json.h marketfeed/_capture.c
+$(STAMP): pyproject.toml setup.py marketfeed/_book.c marketfeed/_checksum.c adapters/binance/_frames.c marketfeed/_json.h marketfeed/_capture.c marketfeed/_events.c
 	@if [ -z "$(PYTHON)" ]; then echo "marketfeed needs Python 3.11 or newer on PATH (python3, python3.11, ...)" >&2; exit 1; fi
 	@if ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then \
 		echo "creating $(VENV) with $$(command -v $(PYTHON)) ($$($(PYTHON) -V))"; \

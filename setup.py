@@ -10,6 +10,7 @@ setup(
         Extension("marketfeed._book", ["marketfeed/_book.c"], optional=True),
         Extension("marketfeed._checksum", ["marketfeed/_checksum.c"], optional=True),
         Extension("marketfeed._capture", ["marketfeed/_capture.c"], depends=["marketfeed/_json.h"], optional=True),
+        Extension("marketfeed._events", ["marketfeed/_events.c"], optional=True),
         Extension(
             "marketfeed.adapters.binance._frames",
             ["adapters/binance/_frames.c"],

@@ -5,6 +5,8 @@ msgspec Structs tagged by ``type``. Fields are only ever added (with a default),
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 
 Level = tuple[float, float]  # (price, size): a JSON array [price, size]; size 0 removes the level in a diff
@@ -71,10 +73,23 @@ def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
-def encode_lines(events: list[Event], buffer: bytearray) -> None:
-    """Append events as JSON Lines to ``buffer``: the hot path of every text sink (one C call for
-    the whole batch)."""
+def _encode_lines_py(events: list[Event], buffer: bytearray) -> None:
     buffer += _encode_lines(events)
+
+
+# encode_lines(events, buffer): append events as JSON Lines to ``buffer``, the hot path of every text
+# sink. Where built, marketfeed/_events.c writes Book and Trade events of short decimals itself,
+# byte for byte as msgspec would, and hands msgspec every other event; else msgspec writes them all.
+try:
+    from marketfeed import _events
+except ImportError:
+    _events = None
+ACCELERATED = _events is not None and not os.environ.get("MARKETFEED_PURE_PYTHON")
+if ACCELERATED:
+    _events.configure(Book, Trade, _encoder.encode)
+    encode_lines = _events.encode_lines
+else:
+    encode_lines = _encode_lines_py
 
 
 def decode(data: bytes | str) -> Event:
