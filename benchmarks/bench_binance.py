@@ -8,7 +8,9 @@ Figures (best of several runs, one process):
 - book: the apply step alone for three book designs (SortedDict per side, full sorted list, top window),
   with the book's per-level loop in C (marketfeed/_book.c) and, for comparison, in pure Python;
 - replay: ``marketfeed replay`` of a 200,000-diff gzip capture to /dev/null, whole process, messages/s;
-- gc: decoding 200,000 frames with the cyclic collector on, and frozen/off as the daemon runs.
+- gc: decoding 200,000 frames with the cyclic collector on, and frozen/off as the daemon runs;
+- then depth, trades and replay again with every compiled part off (MARKETFEED_PURE_PYTHON=1), in a
+  second process, for comparison.
 """
 
 from __future__ import annotations
@@ -157,18 +159,38 @@ def gc_cost(frames: list[str]) -> tuple[float, float]:
     return with_gc, without
 
 
+def compiled_parts() -> str:
+    from marketfeed.adapters.binance import frames
+
+    from marketfeed import capture, events
+
+    parts = {
+        "book loop": book_module.ACCELERATED,
+        "frame readers": frames.ACCELERATED,
+        "capture reader": capture.ACCELERATED,
+        "event encoder": events.ACCELERATED,
+    }
+    built = [name for name, on in parts.items() if on]
+    return ", ".join(built) if built else "none (pure Python)"
+
+
 def main() -> None:
     # each run makes a fresh adapter, whose "no instrument metadata" warning is not news here
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    loop = "C (marketfeed._book)" if book_module.ACCELERATED else "pure Python (C accelerator not built)"
-    print(f"Binance adapter benchmark (best of {RUNS} runs; book loop: {loop})")
+    pure = bool(os.environ.get("MARKETFEED_PURE_PYTHON"))
+    if pure:
+        print(f"The same without the compiled parts (MARKETFEED_PURE_PYTHON=1; best of {RUNS} runs):")
+    else:
+        print(f"Binance adapter benchmark (best of {RUNS} runs; compiled: {compiled_parts()})")
     snap_body, frames = depth_frames(100_000)
     snap_body = synthetic_snapshot(frames, snap_body)
     tframes = trade_frames(300_000)
-    big_snap, big_frames = depth_frames(200_000)
 
-    g_with, g_without = gc_cost(big_frames)
-    print(f"  gc: decoding 200,000 depth frames: {g_with:.2f} s with the collector, {g_without:.2f} s frozen/off")
+    if not pure:
+        big_snap, big_frames = depth_frames(200_000)
+        g_with, g_without = gc_cost(big_frames)
+        print(f"  gc: decoding 200,000 depth frames: {g_with:.2f} s with the collector, {g_without:.2f} s frozen/off")
+        del big_snap, big_frames
 
     gc.collect()
     gc.freeze()
@@ -188,23 +210,21 @@ def main() -> None:
     else:
         print("  (real BTCUSDT capture not found: ../shared/captures is absent)")
         real_diffs = []
-    gen_snap = schemas.snapshot_decoder.decode(snap_body)
-    gen_diffs = [schemas.depth_frame_decoder.decode(f).data for f in frames[1:]]
-    loops = [("C", book_module._apply_levels, book_module._apply_window)] if book_module.ACCELERATED else []
-    loops.append(("Python", book_module._apply_levels_py, book_module._apply_window_py))
-    for loop, apply_levels, apply_window in loops:
-        book_module._apply_levels, book_module._apply_window = apply_levels, apply_window
-        for kind in ("SortedDict", "full list", "top window"):
-            if kind == "SortedDict" and loop != loops[0][0]:
-                continue  # no loop of ours in it
-            line = f"  book apply only, {kind:<10} ({loop:>6} loop): generated {best(lambda: book_apply(kind, gen_snap, gen_diffs)):>10,.0f}/s"
-            if real_diffs:
-                line += f", real {best(lambda: book_apply(kind, real_snap, real_diffs)):>9,.0f}/s"
-            print(line)
-        if loop == "Python":
-            rate = best(lambda: replay_adapter(snap_body, frames))
-            print(f"  depth, generated, pure-Python book loop (MARKETFEED_PURE_PYTHON=1): {rate:>10,.0f} msgs/s")
-    book_module._apply_levels, book_module._apply_window = loops[0][1], loops[0][2]
+    if not pure:
+        gen_snap = schemas.snapshot_decoder.decode(snap_body)
+        gen_diffs = [schemas.depth_frame_decoder.decode(f).data for f in frames[1:]]
+        loops = [("C", book_module._apply_levels, book_module._apply_window)] if book_module.ACCELERATED else []
+        loops.append(("Python", book_module._apply_levels_py, book_module._apply_window_py))
+        for loop, apply_levels, apply_window in loops:
+            book_module._apply_levels, book_module._apply_window = apply_levels, apply_window
+            for kind in ("SortedDict", "full list", "top window"):
+                if kind == "SortedDict" and loop != loops[0][0]:
+                    continue  # no loop of ours in it
+                line = f"  book apply only, {kind:<10} ({loop:>6} loop): generated {best(lambda: book_apply(kind, gen_snap, gen_diffs)):>10,.0f}/s"
+                if real_diffs:
+                    line += f", real {best(lambda: book_apply(kind, real_snap, real_diffs)):>9,.0f}/s"
+                print(line)
+        book_module._apply_levels, book_module._apply_window = loops[0][1], loops[0][2]
     gc.enable()
     gc.unfreeze()
 
@@ -212,6 +232,10 @@ def main() -> None:
         capture = write_depth_capture(Path(tmp) / "binance-200k.capture.jsonl.gz", 200_000)
         rate = replay_process(capture, 200_000)
         print(f"  replay, 200,000-diff gzip capture to /dev/null, whole process: {rate:>10,.0f} msgs/s  (target 95,000)")
+
+    if not pure:
+        sys.stdout.flush()
+        subprocess.run([sys.executable, __file__], check=True, env={**os.environ, "MARKETFEED_PURE_PYTHON": "1"})
 
 
 if __name__ == "__main__":
