@@ -1,19 +1,22 @@
-/* Binance trade frames in one C call: read a combined-stream `trade` or `aggTrade` frame, drop it if
- * its id was seen, and append the normalised marketfeed.events.Trade. The Python path (msgspec decode,
- * then BinanceAdapter._on_trade / _on_agg_trade) costs about twice as much per trade, most of it in
- * building and reading the intermediate wire Struct; trades arrive several times as often as diffs.
+/* Binance's combined-stream frames in C, for the hot path of BinanceAdapter.on_frame:
  *
- * Only the plain form Binance sends is read here: {"stream":"...","data":{...}} with flat scalar
- * values, no escapes, integer ids and times, and prices and quantities as decimal strings of at most
- * 19 digits that fit in 53 bits. Anything else returns 0 before any state is touched, and the caller takes
- * the msgspec path, which decides (and reports) what the frame is. Within that form the result is
- * exactly the msgspec path's: digits below 2^53 over a power of ten <= 1e22 are two exact doubles,
- * and one IEEE division rounds their quotient correctly, as msgspec's parser does.
- * tests/unit/test_binance_frames_c.py runs both paths on the same frames and compares the results.
+ * - stream_name(frame): the stream a frame is for, read off its first bytes (str.find's argument
+ *   parsing alone cost ~700 instructions a frame);
+ * - trade(frame, ts, state, venue, events) and agg_trade(...): read a `trade` / `aggTrade` frame, drop
+ *   it if its id (`t`: state.last_trade_id, `a`: state.last_agg_id) was seen, and append the
+ *   marketfeed.events.Trade, in one call; the msgspec path costs two and a half times as much, most of
+ *   it building and reading the intermediate wire Struct. Returns 0: not the plain form (nothing
+ *   done); 1: appended; 2: a duplicate (nothing appended); 3: appended after an id jump (trade only);
+ * - depth_update(frame): the frame's schemas.DepthUpdate, a drop-in for
+ *   depth_frame_decoder.decode(frame).data.
  *
- * trade(frame, ts, state, venue, events) and agg_trade(...): the id is `t` (state.last_trade_id) or
- * `a` (state.last_agg_id). Returns 0: not the plain form (nothing done); 1: event appended;
- * 2: duplicate id (nothing appended); 3: event appended, and the id skipped some (a jump, counted).
+ * Only the plain form Binance sends is read here: {"stream":"...","data":{...}} with scalar values or
+ * price levels, no escapes, integers within 64 bits, and prices and quantities as decimal strings of
+ * at most 19 digits that fit in 53 bits. Anything else goes to msgspec before any state is touched,
+ * and msgspec decides (and reports) what the frame is. Within that form the result is exactly the
+ * msgspec path's: digits below 2^53 over a power of ten <= 1e22 are two exact doubles, and one IEEE
+ * division rounds their quotient correctly, as msgspec's parser does. tests/unit/test_binance_frames.py
+ * runs both paths on the same frames, fuzzed ones included, and compares the results.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
