@@ -109,10 +109,14 @@ conn_name(const char *s, Py_ssize_t n)
 
 enum { K_EV = 1, K_TS = 2, K_CONN = 4, K_DATA = 8, K_ALL = 15 };
 
-/* the Recv of a plain recv line; NULL without an error set: not plain */
+/* the Recv of a plain recv line; NULL without an error set: not plain (with one: configure() missing) */
 static PyObject *
 read_plain_recv(PyObject *line)
 {
+    if (RecvType == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "marketfeed._capture.configure() was not called");
+        return NULL;
+    }
     char *buf;
     Py_ssize_t len;
     if (PyBytes_AsStringAndSize(line, &buf, &len) < 0) {
@@ -181,10 +185,6 @@ done:
 static PyObject *
 read_record(PyObject *Py_UNUSED(module), PyObject *line)
 {
-    if (RecvType == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "marketfeed._capture.configure() was not called");
-        return NULL;
-    }
     PyObject *record = read_plain_recv(line);
     if (record != NULL || PyErr_Occurred())
         return record;
@@ -195,10 +195,6 @@ read_record(PyObject *Py_UNUSED(module), PyObject *line)
 static PyObject *
 plain_recv(PyObject *Py_UNUSED(module), PyObject *line)
 {
-    if (RecvType == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "marketfeed._capture.configure() was not called");
-        return NULL;
-    }
     PyObject *record = read_plain_recv(line);
     if (record != NULL || PyErr_Occurred())
         return record;

@@ -21,14 +21,13 @@
 #include <string.h>
 
 static PyObject *BookType, *TradeType, *fallback;
-static PyObject *s_venue, *s_symbol, *s_ts_recv, *s_ts_exchange, *s_seq, *s_snapshot, *s_bids, *s_asks, *s_checksum,
-    *s_trade_id, *s_price, *s_size, *s_side;
 
 typedef struct {
     char *data;
     Py_ssize_t len, cap;
 } out_t;
 
+/* room for `extra` more bytes: 1, or -1 with MemoryError set */
 static int
 reserve(out_t *o, Py_ssize_t extra)
 {
@@ -38,35 +37,31 @@ reserve(out_t *o, Py_ssize_t extra)
     char *bigger = PyMem_Realloc(o->data, cap);
     if (bigger == NULL) {
         PyErr_NoMemory();
-        return 0;
+        return -1;
     }
     o->data = bigger;
     o->cap = cap;
     return 1;
 }
 
-/* callers reserve first; these only write */
-static inline void
-put(out_t *o, const char *s, Py_ssize_t n)
+/* Every put_* reserves its own room and returns 1 (written), 0 (not the plain form: the caller
+ * drops the event's partial line and has msgspec write it) or -1 (an error is set). */
+#define TRY(call)                \
+    do {                         \
+        int r_ = (call);         \
+        if (r_ <= 0)             \
+            return r_;           \
+    } while (0)
+
+static int
+put_bytes(out_t *o, const char *s, Py_ssize_t n)
 {
+    TRY(reserve(o, n));
     memcpy(o->data + o->len, s, n);
     o->len += n;
+    return 1;
 }
-#define PUT_LITERAL(o, s) put((o), (s), sizeof(s) - 1)
-
-static void
-put_u64(out_t *o, uint64_t v)
-{
-    char tmp[20];
-    int n = 0;
-    do {
-        tmp[19 - n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    put(o, tmp + 20 - n, n);
-}
-
-/* each put_* returns 0 (nothing written) if the value is not in the plain form */
+#define put_literal(o, s) put_bytes((o), (s), sizeof(s) - 1)
 
 static int
 put_int(out_t *o, PyObject *v)
@@ -79,26 +74,24 @@ put_int(out_t *o, PyObject *v)
         PyErr_Clear();
         return 0;
     }
-    if (x < 0) {
-        o->data[o->len++] = '-';
-        put_u64(o, 0 - (uint64_t)x);
-    }
-    else
-        put_u64(o, (uint64_t)x);
-    return 1;
+    char tmp[20], *p = tmp + sizeof tmp;
+    uint64_t u = x < 0 ? 0 - (uint64_t)x : (uint64_t)x;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (x < 0)
+        *--p = '-';
+    return put_bytes(o, p, tmp + sizeof tmp - p);
 }
 
 static int
 put_optional_int(out_t *o, PyObject *v)
 {
-    if (v == Py_None) {
-        PUT_LITERAL(o, "null");
-        return 1;
-    }
-    return put_int(o, v);
+    return v == Py_None ? put_literal(o, "null") : put_int(o, v);
 }
 
-/* a str with nothing to escape: ASCII from the space on, but not the quote or the backslash */
+/* a str with nothing to escape: ASCII from the space on, but not the quote, backslash or DEL */
 static int
 put_str(out_t *o, PyObject *v)
 {
@@ -109,10 +102,10 @@ put_str(out_t *o, PyObject *v)
     for (Py_ssize_t i = 0; i < n; i++)
         if (s[i] < 0x20 || s[i] == '"' || s[i] == '\\' || s[i] == 0x7F)
             return 0;
-    if (!reserve(o, n + 2))
-        return -1;
+    TRY(reserve(o, n + 2));
     o->data[o->len++] = '"';
-    put(o, (const char *)s, n);
+    memcpy(o->data + o->len, s, n);
+    o->len += n;
     o->data[o->len++] = '"';
     return 1;
 }
@@ -120,20 +113,21 @@ put_str(out_t *o, PyObject *v)
 static int
 put_optional_str(out_t *o, PyObject *v)
 {
-    if (v == Py_None) {
-        if (!reserve(o, 4))
-            return -1;
-        PUT_LITERAL(o, "null");
-        return 1;
-    }
-    return put_str(o, v);
+    return v == Py_None ? put_literal(o, "null") : put_str(o, v);
 }
 
-#define FLOAT_ROOM 32 /* the longest plain float: "-9999999.99999999" is 17 bytes; 32 leaves a 16-byte store room */
+static int
+put_bool(out_t *o, PyObject *v)
+{
+    return v == Py_True ? put_literal(o, "true") : v == Py_False ? put_literal(o, "false") : 0;
+}
 
 static const char DIGIT_PAIRS[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
                                      "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                                      "8081828384858687888990919293949596979899";
+
+/* the room a plain float's writing touches: "-9999999." and two 8-byte stores */
+#define FLOAT_ROOM 32
 
 static int
 put_float(out_t *o, PyObject *obj)
@@ -141,19 +135,15 @@ put_float(out_t *o, PyObject *obj)
     if (!PyFloat_CheckExact(obj))
         return 0;
     double v = PyFloat_AS_DOUBLE(obj);
-    if (v == 0) {
-        if (signbit(v))
-            PUT_LITERAL(o, "-0.0");
-        else
-            PUT_LITERAL(o, "0.0");
-        return 1;
-    }
+    if (v == 0)
+        return signbit(v) ? put_literal(o, "-0.0") : put_literal(o, "0.0");
     double a = fabs(v);
     if (!(a >= 1e-5 && a < 1e7)) /* NaN fails too; msgspec uses exponents below 1e-5 */
         return 0;
     uint64_t m = (uint64_t)(a * 1e8 + 0.5); /* < 10^15: exact, and within 0.25 of the true product */
     if ((double)m / 1e8 != a)
         return 0; /* not the double of a decimal with at most 8 decimals */
+    TRY(reserve(o, FLOAT_ROOM));
     /* the digits, two at a time, in 32-bit arithmetic: the last eight go after the point */
     uint32_t whole = (uint32_t)(m / 100000000), frac_digits = (uint32_t)(m % 100000000);
     uint32_t high = frac_digits / 10000, low = frac_digits % 10000;
@@ -176,7 +166,7 @@ put_float(out_t *o, PyObject *obj)
     char *w = o->data + o->len, *start = w;
     if (v < 0)
         *w++ = '-';
-    memcpy(w, p, 8); /* the integer part has at most 7 digits; room was reserved for the excess */
+    memcpy(w, p, 8); /* the whole part has at most 7 digits; the excess lands in reserved room */
     w += frac - p;
     *w++ = '.';
     memcpy(w, frac, 8);
@@ -185,15 +175,14 @@ put_float(out_t *o, PyObject *obj)
     return 1;
 }
 
+/* a list of 2-tuples (or 2-lists) of plain floats */
 static int
 put_levels(out_t *o, PyObject *levels)
 {
     if (!PyList_CheckExact(levels))
         return 0;
     Py_ssize_t n = PyList_GET_SIZE(levels);
-    if (!reserve(o, 2 + n * (2 * FLOAT_ROOM + 4)))
-        return -1;
-    o->data[o->len++] = '[';
+    TRY(put_literal(o, "["));
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *level = PyList_GET_ITEM(levels, i), *price, *size;
         if (PyTuple_CheckExact(level) && PyTuple_GET_SIZE(level) == 2) {
@@ -206,130 +195,83 @@ put_levels(out_t *o, PyObject *levels)
         }
         else
             return 0;
-        if (i)
-            o->data[o->len++] = ',';
-        o->data[o->len++] = '[';
-        if (!put_float(o, price))
-            return 0;
-        o->data[o->len++] = ',';
-        if (!put_float(o, size))
-            return 0;
-        o->data[o->len++] = ']';
+        TRY(i ? put_literal(o, ",[") : put_literal(o, "["));
+        TRY(put_float(o, price));
+        TRY(put_literal(o, ","));
+        TRY(put_float(o, size));
+        TRY(put_literal(o, "]"));
     }
-    o->data[o->len++] = ']';
-    return 1;
+    return put_literal(o, "]");
 }
 
-/* the fields of an event, each a new reference, or 0 with an error set */
+/* what every event starts with: its type, venue, symbol, ts_recv and ts_exchange (f[0..3]) */
 static int
-get_fields(PyObject *event, PyObject **names, PyObject **values, int n)
+put_start(out_t *o, const char *opening, Py_ssize_t n, PyObject **f)
 {
-    for (int i = 0; i < n; i++) {
-        values[i] = PyObject_GetAttr(event, names[i]);
-        if (values[i] == NULL) {
-            while (i--)
-                Py_DECREF(values[i]);
-            return 0;
-        }
-    }
-    return 1;
+    TRY(put_bytes(o, opening, n));
+    TRY(put_str(o, f[0]));
+    TRY(put_literal(o, ",\"symbol\":"));
+    TRY(put_str(o, f[1]));
+    TRY(put_literal(o, ",\"ts_recv\":"));
+    TRY(put_int(o, f[2]));
+    TRY(put_literal(o, ",\"ts_exchange\":"));
+    return put_optional_int(o, f[3]);
+}
+#define OPENING(type) "{\"type\":\"" type "\",\"venue\":", sizeof("{\"type\":\"" type "\",\"venue\":") - 1
+
+static int
+write_book(out_t *o, PyObject **f)
+{
+    TRY(put_start(o, OPENING("book"), f));
+    TRY(put_literal(o, ",\"seq\":"));
+    TRY(put_optional_int(o, f[4]));
+    TRY(put_literal(o, ",\"snapshot\":"));
+    TRY(put_bool(o, f[5]));
+    TRY(put_literal(o, ",\"bids\":"));
+    TRY(put_levels(o, f[6]));
+    TRY(put_literal(o, ",\"asks\":"));
+    TRY(put_levels(o, f[7]));
+    TRY(put_literal(o, ",\"checksum\":"));
+    TRY(put_optional_int(o, f[8]));
+    return put_literal(o, "}\n");
 }
 
-/* `r` from a put_*: 1 written, 0 not plain, -1 error */
-#define PUT(call)                 \
-    do {                          \
-        int r_ = (call);          \
-        if (r_ <= 0) {            \
-            result = r_;          \
-            goto done;            \
-        }                         \
-    } while (0)
-
 static int
-put_book(out_t *o, PyObject *event)
+write_trade(out_t *o, PyObject **f)
 {
-    PyObject *names[9] = {s_venue, s_symbol, s_ts_recv, s_ts_exchange, s_seq, s_snapshot, s_bids, s_asks, s_checksum};
-    PyObject *f[9];
-    if (!get_fields(event, names, f, 9))
-        return -1;
-    int result = 1;
-    if (!reserve(o, 200))
-        PUT(-1);
-    PUT_LITERAL(o, "{\"type\":\"book\",\"venue\":");
-    PUT(put_str(o, f[0]));
-    if (!reserve(o, 200))
-        PUT(-1);
-    PUT_LITERAL(o, ",\"symbol\":");
-    PUT(put_str(o, f[1]));
-    if (!reserve(o, 200))
-        PUT(-1);
-    PUT_LITERAL(o, ",\"ts_recv\":");
-    PUT(put_int(o, f[2]));
-    PUT_LITERAL(o, ",\"ts_exchange\":");
-    PUT(put_optional_int(o, f[3]));
-    PUT_LITERAL(o, ",\"seq\":");
-    PUT(put_optional_int(o, f[4]));
-    if (f[5] == Py_True)
-        PUT_LITERAL(o, ",\"snapshot\":true,\"bids\":");
-    else if (f[5] == Py_False)
-        PUT_LITERAL(o, ",\"snapshot\":false,\"bids\":");
-    else
-        PUT(0);
-    PUT(put_levels(o, f[6]));
-    if (!reserve(o, 64))
-        PUT(-1);
-    PUT_LITERAL(o, ",\"asks\":");
-    PUT(put_levels(o, f[7]));
-    if (!reserve(o, 64))
-        PUT(-1);
-    PUT_LITERAL(o, ",\"checksum\":");
-    PUT(put_optional_int(o, f[8]));
-    PUT_LITERAL(o, "}\n");
+    TRY(put_start(o, OPENING("trade"), f));
+    TRY(put_literal(o, ",\"trade_id\":"));
+    TRY(put_str(o, f[4]));
+    TRY(put_literal(o, ",\"price\":"));
+    TRY(put_float(o, f[5]));
+    TRY(put_literal(o, ",\"size\":"));
+    TRY(put_float(o, f[6]));
+    TRY(put_literal(o, ",\"side\":"));
+    TRY(put_optional_str(o, f[7]));
+    return put_literal(o, "}\n");
+}
+
+#define MAX_FIELDS 9
+static PyObject *book_fields[MAX_FIELDS + 1], *trade_fields[MAX_FIELDS + 1]; /* NULL-terminated names */
+
+/* a Book or Trade event's line, written from its fields in declaration order (EVENTS.md) */
+static int
+put_event(out_t *o, PyObject *event)
+{
+    PyTypeObject *type = Py_TYPE(event);
+    PyObject **names = type == (PyTypeObject *)BookType ? book_fields : type == (PyTypeObject *)TradeType ? trade_fields : NULL;
+    if (names == NULL)
+        return 0;
+    PyObject *f[MAX_FIELDS];
+    int n = 0, r = -1;
+    for (; names[n] != NULL; n++)
+        if ((f[n] = PyObject_GetAttr(event, names[n])) == NULL)
+            goto done;
+    r = names == book_fields ? write_book(o, f) : write_trade(o, f);
 done:
-    for (int i = 0; i < 9; i++)
-        Py_DECREF(f[i]);
-    return result;
-}
-
-static int
-put_trade(out_t *o, PyObject *event)
-{
-    PyObject *names[8] = {s_venue, s_symbol, s_ts_recv, s_ts_exchange, s_trade_id, s_price, s_size, s_side};
-    PyObject *f[8];
-    if (!get_fields(event, names, f, 8))
-        return -1;
-    int result = 1;
-    if (!reserve(o, 200))
-        PUT(-1);
-    PUT_LITERAL(o, "{\"type\":\"trade\",\"venue\":");
-    PUT(put_str(o, f[0]));
-    if (!reserve(o, 200))
-        PUT(-1);
-    PUT_LITERAL(o, ",\"symbol\":");
-    PUT(put_str(o, f[1]));
-    if (!reserve(o, 200))
-        PUT(-1);
-    PUT_LITERAL(o, ",\"ts_recv\":");
-    PUT(put_int(o, f[2]));
-    PUT_LITERAL(o, ",\"ts_exchange\":");
-    PUT(put_optional_int(o, f[3]));
-    PUT_LITERAL(o, ",\"trade_id\":");
-    PUT(put_str(o, f[4]));
-    if (!reserve(o, 200))
-        PUT(-1);
-    PUT_LITERAL(o, ",\"price\":");
-    PUT(put_float(o, f[5]));
-    PUT_LITERAL(o, ",\"size\":");
-    PUT(put_float(o, f[6]));
-    PUT_LITERAL(o, ",\"side\":");
-    PUT(put_optional_str(o, f[7]));
-    if (!reserve(o, 2))
-        PUT(-1);
-    PUT_LITERAL(o, "}\n");
-done:
-    for (int i = 0; i < 8; i++)
-        Py_DECREF(f[i]);
-    return result;
+    while (n--)
+        Py_DECREF(f[n]);
+    return r;
 }
 
 /* msgspec's line for an event not in the plain form */
@@ -344,14 +286,9 @@ put_by_msgspec(out_t *o, PyObject *event)
         PyErr_SetString(PyExc_TypeError, "the fallback encoder must return bytes");
         return -1;
     }
-    Py_ssize_t n = PyBytes_GET_SIZE(encoded);
-    int ok = reserve(o, n + 1);
-    if (ok) {
-        put(o, PyBytes_AS_STRING(encoded), n);
-        o->data[o->len++] = '\n';
-    }
+    int r = put_bytes(o, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded));
     Py_DECREF(encoded);
-    return ok ? 1 : -1;
+    return r > 0 ? put_literal(o, "\n") : r;
 }
 
 static out_t out; /* kept between calls: one allocation for the life of the process */
@@ -373,13 +310,8 @@ encode_lines(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
     out.len = 0;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(events); i++) {
         PyObject *event = PySequence_Fast_GET_ITEM(events, i);
-        PyTypeObject *type = Py_TYPE(event);
         Py_ssize_t start = out.len;
-        int r = 0;
-        if (type == (PyTypeObject *)BookType)
-            r = put_book(&out, event);
-        else if (type == (PyTypeObject *)TradeType)
-            r = put_trade(&out, event);
+        int r = put_event(&out, event);
         if (r == 0) {
             out.len = start; /* drop what was written: msgspec writes the whole event */
             r = put_by_msgspec(&out, event);
@@ -403,11 +335,7 @@ static PyObject *
 plain_line(PyObject *Py_UNUSED(module), PyObject *event)
 {
     out_t o = {NULL, 0, 0};
-    int r = 0;
-    if (Py_TYPE(event) == (PyTypeObject *)BookType)
-        r = put_book(&o, event);
-    else if (Py_TYPE(event) == (PyTypeObject *)TradeType)
-        r = put_trade(&o, event);
+    int r = put_event(&o, event);
     PyObject *line = r > 0 ? PyBytes_FromStringAndSize(o.data, o.len) : NULL;
     PyMem_Free(o.data);
     if (r < 0)
@@ -445,22 +373,13 @@ static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_events", NULL, 
 PyMODINIT_FUNC
 PyInit__events(void)
 {
-#define INTERN(var, text)                               \
-    if ((var = PyUnicode_InternFromString(text)) == NULL) \
-        return NULL;
-    INTERN(s_venue, "venue");
-    INTERN(s_symbol, "symbol");
-    INTERN(s_ts_recv, "ts_recv");
-    INTERN(s_ts_exchange, "ts_exchange");
-    INTERN(s_seq, "seq");
-    INTERN(s_snapshot, "snapshot");
-    INTERN(s_bids, "bids");
-    INTERN(s_asks, "asks");
-    INTERN(s_checksum, "checksum");
-    INTERN(s_trade_id, "trade_id");
-    INTERN(s_price, "price");
-    INTERN(s_size, "size");
-    INTERN(s_side, "side");
-#undef INTERN
+static const char *book[] = {"venue", "symbol", "ts_recv", "ts_exchange", "seq", "snapshot", "bids", "asks", "checksum", NULL};
+    static const char *trade[] = {"venue", "symbol", "ts_recv", "ts_exchange", "trade_id", "price", "size", "side", NULL};
+    for (int i = 0; book[i] != NULL; i++)
+        if ((book_fields[i] = PyUnicode_InternFromString(book[i])) == NULL)
+            return NULL;
+    for (int i = 0; trade[i] != NULL; i++)
+        if ((trade_fields[i] = PyUnicode_InternFromString(trade[i])) == NULL)
+            return NULL;
     return PyModule_Create(&module_def);
 }

@@ -17,6 +17,7 @@ from marketfeed.adapters.binance import frames, schemas
 from marketfeed.adapters.binance.adapter import BinanceAdapter, SymbolState
 
 from marketfeed.events import ERROR, Status, Trade
+from tests.unit.fuzzing import mutated
 
 _frames = pytest.importorskip("marketfeed.adapters.binance._frames", reason="the C extension is not built here")
 
@@ -174,17 +175,7 @@ def test_fuzzed_frames_are_taken_only_as_msgspec_reads_them() -> None:
     taken_count = 0
     for i in range(30_000):
         agg = i % 2 == 1
-        chars = list(trade_frame(tid=rng.randrange(10**6), agg=agg))
-        for _ in range(rng.randint(1, 3)):
-            at = rng.randrange(len(chars))
-            op = rng.random()
-            if op < 0.4:
-                chars[at] = rng.choice(alphabet)
-            elif op < 0.7:
-                del chars[at]
-            else:
-                chars.insert(at, rng.choice(alphabet))
-        frame = "".join(chars)
+        frame = mutated(rng, trade_frame(tid=rng.randrange(10**6), agg=agg), alphabet)
         if check_same(frame, agg):
             taken_count += 1
     assert taken_count > 1000  # the fuzz also exercises frames the reader takes
@@ -299,17 +290,7 @@ def test_fuzzed_depth_frames_give_msgspecs_answer() -> None:
     read_by_c = 0
     for i in range(20_000):
         levels = ",".join(f'["{rng.randrange(1, 10**6) / 100:.8f}","{rng.randrange(0, 10**5) / 1000:.8f}"]' for _ in range(rng.randint(0, 4)))
-        chars = list(depth_frame(bids=levels, futures=i % 2 == 1))
-        for _ in range(rng.randint(1, 3)):
-            at = rng.randrange(len(chars))
-            op = rng.random()
-            if op < 0.4:
-                chars[at] = rng.choice(alphabet)
-            elif op < 0.7:
-                del chars[at]
-            else:
-                chars.insert(at, rng.choice(alphabet))
-        read_by_c += check_depth("".join(chars))
+        read_by_c += check_depth(mutated(rng, depth_frame(bids=levels, futures=i % 2 == 1), alphabet))
     assert read_by_c > 1000
 
 
