@@ -1,7 +1,8 @@
-"""The compiled parts: the order book's per-level loop (marketfeed/_book.c) and OKX's checksum
-(marketfeed/_checksum.c). Everything else is in pyproject.toml. ``optional``: without a C compiler the
-install still succeeds and the same code runs in pure Python (marketfeed.book.ACCELERATED and
-marketfeed.adapters.okx.checksum.ACCELERATED are then False)."""
+"""The compiled parts, all optional: the order book's per-level loop (marketfeed/_book.c), OKX's
+checksum (marketfeed/_checksum.c), the capture-line reader (marketfeed/_capture.c), the event writer
+(marketfeed/_events.c) and Binance's frame readers (adapters/binance/_frames.c). Everything else is in
+pyproject.toml. ``optional``: without a C compiler the install still succeeds and the same code runs in
+pure Python (each module's ``ACCELERATED`` is then False)."""
 
 from setuptools import Extension, setup
 
