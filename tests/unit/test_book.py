@@ -122,9 +122,10 @@ def test_accelerator_is_built_where_it_can_be() -> None:
 
     if os.environ.get("MARKETFEED_PURE_PYTHON") or not os.environ.get("CI"):
         pytest.skip("only required in CI (MARKETFEED_PURE_PYTHON unset)")
-    from marketfeed import capture, events
     from marketfeed.adapters.binance import frames
     from marketfeed.adapters.okx import checksum
+
+    from marketfeed import capture, events
 
     built = {
         "book": book_module.ACCELERATED, "okx checksum": checksum.ACCELERATED, "binance frames": frames.ACCELERATED,
