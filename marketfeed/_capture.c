@@ -83,11 +83,7 @@ read_escaped_string(cursor_t *c)
         p += 2;
     }
     c->p = (const char *)p + 1;
-    Py_ssize_t n = out - scratch;
-    PyObject *s = PyUnicode_New(n, 127);
-    if (s != NULL)
-        memcpy(PyUnicode_DATA(s), scratch, n);
-    return s;
+    return ascii_str(scratch, out - scratch);
 }
 
 static PyObject *

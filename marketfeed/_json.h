@@ -150,4 +150,14 @@ skip_scalar(cursor_t *c)
     return 0; /* an object or array: not the plain form */
 }
 
+/* a str of n bytes known to be ASCII (taken from an ASCII str): no decoding pass */
+static inline PyObject *
+ascii_str(const char *s, Py_ssize_t n)
+{
+    PyObject *str = PyUnicode_New(n, 127);
+    if (str != NULL)
+        memcpy(PyUnicode_DATA(str), s, n);
+    return str;
+}
+
 #endif

@@ -265,7 +265,7 @@ take(PyObject *const *args, Py_ssize_t nargs, char id_key, PyObject *last_name, 
         symbol,
         ts,
         PyLong_FromLongLong(exchange_ns),
-        PyUnicode_FromStringAndSize(f.id_text, f.id_len),
+        ascii_str(f.id_text, f.id_len),
         PyFloat_FromDouble(f.price),
         PyFloat_FromDouble(f.qty),
         f.buyer_is_maker ? str_sell : str_buy, /* the buyer made the market: the taker sold */
@@ -389,7 +389,7 @@ read_depth(cursor_t *c, depth_t *d)
             case 's':
                 bit = D_S;
                 ok = read_string(c, &text, &tlen) && !(d->seen & D_S);
-                if (ok && (d->s = PyUnicode_FromStringAndSize(text, tlen)) == NULL)
+                if (ok && (d->s = ascii_str(text, tlen)) == NULL)
                     goto error;
                 break;
             case 'b':
@@ -510,7 +510,7 @@ stream_name(PyObject *Py_UNUSED(module), PyObject *frame)
         const char *quote = memchr(s + skip, '"', n - skip);
         if (quote == NULL)
             Py_RETURN_NONE;
-        return PyUnicode_FromStringAndSize(s + skip, quote - (s + skip));
+        return ascii_str(s + skip, quote - (s + skip));
     }
     for (Py_ssize_t i = 0; i < skip; i++) /* any other str: the same, a character at a time */
         if (i >= n || PyUnicode_READ_CHAR(frame, i) != (Py_UCS4)prefix[i])
