@@ -80,8 +80,11 @@ def test_a_gzip_member_that_gives_no_bytes_in_a_block(tmp_path: Path) -> None:
 
 def test_the_read_ahead_thread_ends_with_the_reader(tmp_path: Path) -> None:
     """Gzip is read ahead on a thread: it must end whether the reader finishes, stops early, hits a
-    truncated stream or a bad header."""
+    truncated stream or a bad header, and the switch interval it shortens must be restored."""
+    import sys
     import threading
+
+    interval = sys.getswitchinterval()
 
     def readers() -> int:
         return sum(t.name == "capture-read-ahead" for t in threading.enumerate())
@@ -99,4 +102,18 @@ def test_the_read_ahead_thread_ends_with_the_reader(tmp_path: Path) -> None:
     bad.write_bytes(gzip.compress(b'{"capture": "other", "version": 1}\n' + b"x" * 3_000_000))
     with pytest.raises(CaptureError, match="not a marketfeed capture"):
         read_capture(bad)
-    assert readers() == 0
+    assert readers() == 0 and sys.getswitchinterval() == interval
+
+
+def test_the_read_ahead_thread_runs_at_a_short_switch_interval(tmp_path: Path) -> None:
+    import sys
+
+    from marketfeed import capture
+
+    before = sys.getswitchinterval()
+    path = write(tmp_path / "r.capture.jsonl.gz", ["a", "b"])
+    _, records = read_capture(path)
+    next(records)
+    assert sys.getswitchinterval() == min(before, capture._READ_AHEAD_SWITCH_INTERVAL) < 0.005
+    records.close()
+    assert sys.getswitchinterval() == before
