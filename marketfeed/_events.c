@@ -291,7 +291,9 @@ put_by_msgspec(out_t *o, PyObject *event)
     return r > 0 ? put_literal(o, "\n") : r;
 }
 
-static out_t out; /* kept between calls: one allocation for the life of the process */
+/* kept between calls, one allocation for the life of the process; safe to share because nothing
+ * between its reset and its copy into the bytearray runs Python code or lets go of the GIL */
+static out_t out;
 
 static PyObject *
 encode_lines(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
