@@ -297,6 +297,11 @@ class DaemonCollector:
         dropped = CounterMetricFamily("marketfeed_sink_dropped", "Events the sink lost (queue full, failed writes, held diffs)", labels=["sink"])
         errors = CounterMetricFamily("marketfeed_sink_errors", "Failed writes and flushes", labels=["sink"])
         clients = GaugeMetricFamily("marketfeed_sink_clients", "Connected clients of a serving sink (the bot stream)", labels=["sink"])
+        own = CounterMetricFamily(
+            "marketfeed_sink_counter",
+            "The sink's own counters (network sinks: retries, failures, connects, given_up)",
+            labels=["sink", "counter"],
+        )
         for channel in d.bus.channels:
             c = channel.counters()
             name = channel.name
@@ -306,6 +311,8 @@ class DaemonCollector:
             written.add_metric([name], c.get("written", 0))
             dropped.add_metric([name], c.get("dropped", 0))
             errors.add_metric([name], c.get("errors", 0))
+            for counter, n in sorted(getattr(channel.sink, "stats", {}).items()):
+                own.add_metric([name, counter], n)
             n = getattr(channel.sink, "clients", None)
             if callable(n):
                 n = n()
@@ -313,7 +320,7 @@ class DaemonCollector:
                 clients.add_metric([name], n)
             elif n is not None and hasattr(n, "__len__"):
                 clients.add_metric([name], len(n))
-        yield from (depth, capacity, queued, written, dropped, errors, clients)
+        yield from (depth, capacity, queued, written, dropped, errors, clients, own)
         # the bot-facing WebSocket stream (marketfeed.stream), when [server] configures one
         stream = getattr(d, "stream", None)
         stream_clients = GaugeMetricFamily("marketfeed_stream_clients", "Clients connected to the bot stream")

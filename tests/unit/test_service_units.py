@@ -193,3 +193,26 @@ def test_sink_names_in_logs_and_metric_labels_carry_no_password() -> None:
     assert redact("nats:nats://user:pa55@h:4222/EVENTS") == "nats:nats://user:***@h:4222/EVENTS"
     assert redact("jsonl:/var/lib/marketfeed/events.jsonl") == "jsonl:/var/lib/marketfeed/events.jsonl"
     assert redact("postgres:postgresql://reader@db/market") == "postgres:postgresql://reader@db/market"
+
+
+def test_a_sinks_own_counters_are_exported() -> None:
+    """Network sinks count retries, failures, connects and given-up batches: Prometheus shows them
+    per sink, beside the queue's counters; a sink without counters adds nothing."""
+    from types import SimpleNamespace
+
+    from marketfeed.metrics import DaemonCollector
+
+    def channel(name: str, stats: dict | None) -> SimpleNamespace:
+        sink = SimpleNamespace(stats=stats) if stats is not None else SimpleNamespace()
+        counters = {"queued": 5, "written": 4, "dropped": 1, "errors": 0, "depth": 0, **(stats or {})}
+        return SimpleNamespace(name=name, queue_size=10, sink=sink, counters=lambda: counters)
+
+    redis = channel("redis:redis://127.0.0.1:6379", {"retries": 7, "failures": 3, "connects": 2, "given_up": 1})
+    daemon = SimpleNamespace(bus=SimpleNamespace(channels=[redis, channel("stdout", None)]), stream=None)
+    families = {f.name: f for f in DaemonCollector(daemon)._sinks(daemon)}
+    samples = {(s.labels["sink"], s.labels["counter"]): s.value for s in families["marketfeed_sink_counter"].samples}
+    assert samples == {
+        ("redis:redis://127.0.0.1:6379", "retries"): 7, ("redis:redis://127.0.0.1:6379", "failures"): 3,
+        ("redis:redis://127.0.0.1:6379", "connects"): 2, ("redis:redis://127.0.0.1:6379", "given_up"): 1,
+    }
+    assert {s.labels["sink"]: s.value for s in families["marketfeed_sink_written"].samples} == {"redis:redis://127.0.0.1:6379": 4, "stdout": 4}
