@@ -75,6 +75,89 @@ async def test_systemd_notifications_ready_watchdog_status_stopping(tmp_path: Pa
     assert "STOPPING" in messages[-1] or all("WATCHDOG" not in m and "READY" not in m for m in messages[messages.index(stopping[0]) + 1:])
 
 
+STALL_SINK = """
+import time
+
+from marketfeed.config import SinkOptions
+from marketfeed.sinks.base import Sink
+
+
+class StallSink(Sink):
+    \"\"\"Blocks the event loop once, for ``seconds``, on its first write after ``after`` events: a hung
+    loop as a bug in any part of the daemon could cause.\"\"\"
+
+    name = "stall"
+
+    class Options(SinkOptions, forbid_unknown_fields=True):
+        seconds: float = 1.5
+        after: int = 200
+
+    def __init__(self, options):
+        self.options = options
+        self.seen = 0
+        self.stalled = False
+
+    @classmethod
+    def from_options(cls, options):
+        return cls(options)
+
+    async def write(self, events):
+        self.seen += len(events)
+        if not self.stalled and self.seen >= self.options.after:
+            self.stalled = True
+            time.sleep(self.options.seconds)
+"""
+
+
+async def test_a_hung_event_loop_misses_the_watchdog(tmp_path: Path) -> None:
+    """WATCHDOG=1 comes from the event loop itself: while the loop is blocked no ping goes out, so
+    systemd (WatchdogSec) would restart the daemon; once the loop runs again the pings resume."""
+    plugin = tmp_path / "plugin"
+    (plugin / "stallsink-1.0.dist-info").mkdir(parents=True)
+    (plugin / "stallsink.py").write_text(STALL_SINK)
+    (plugin / "stallsink-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: stallsink\nVersion: 1.0\n")
+    (plugin / "stallsink-1.0.dist-info" / "entry_points.txt").write_text("[marketfeed.sinks]\nstall = stallsink:StallSink\n")
+    sim = BinanceSimulator(seed=10, interval=0.02)
+    await sim.start()
+    config = tmp_path / "marketfeed.toml"
+    config.write_text(
+        venue_toml("binance", ["BTC-USDT"], sim.ws_url, sim.rest_url)
+        + '[[sinks]]\ntype = "stall"\nseconds = 1.5\nafter = 200\n'
+        + "[metrics]\nport = 0\n[service]\nready_timeout = 30\n"
+    )
+    daemon = DaemonProcess(config, tmp_path, watchdog_usec=200_000, env={"PYTHONPATH": str(plugin)})  # a ping every 0.1 s
+    arrivals: list[float] = []  # when each WATCHDOG=1 arrived, read every 10 ms
+
+    async def collect() -> None:
+        seen = 0
+        while True:
+            pings = daemon.notified("WATCHDOG")
+            now = asyncio.get_running_loop().time()
+            arrivals.extend([now] * (len(pings) - seen))
+            seen = len(pings)
+            await asyncio.sleep(0.01)
+
+    try:
+        await daemon.start()
+        collector = asyncio.get_running_loop().create_task(collect())
+        await wait_until(lambda: any(b - a > 1.0 for a, b in zip(arrivals, arrivals[1:])),
+                         "a gap in the WATCHDOG pings while the loop is blocked", 30)
+        gap_at = next(i for i, (a, b) in enumerate(zip(arrivals, arrivals[1:])) if b - a > 1.0)
+        await wait_until(lambda: len(arrivals) >= gap_at + 10, "the pings resuming", 20)
+        collector.cancel()
+        code = await daemon.stop()
+    finally:
+        await sim.stop()
+    assert code == 0, daemon.raw_stderr[-20:]
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    assert gap_at >= 3, "pings came regularly before the stall"
+    # the blocked loop missed the watchdog by far more than WATCHDOG_USEC (0.2 s): systemd would act
+    assert 1.2 < gaps[gap_at] < 5, gaps
+    # before and after it the pings kept their pace (the median: a loaded machine may delay one)
+    others = sorted(gaps[:gap_at] + gaps[gap_at + 1 : gap_at + 9])
+    assert others[len(others) // 2] < 0.2, gaps
+
+
 async def test_ready_after_the_bounded_wait_when_a_venue_is_down(tmp_path: Path) -> None:
     sim = BinanceSimulator(seed=4, interval=0.02)
     await sim.start()
