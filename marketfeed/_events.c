@@ -6,12 +6,12 @@
  * shortest round-trip form, since two different decimals of at most 15 significant digits are never
  * the same double. Writing it costs a multiplication, a division to check, and the digits.
  *
- * Only Book and Trade events whose every value is in that plain form are written here: exact str
+ * Only Book, Trade and Top events whose every value is in that plain form are written here: exact str
  * (ASCII, nothing to escape), exact int in 64 bits, None, bool, exact float in [1e-5, 1e7) or zero,
  * and levels as 2-tuples or 2-lists of such floats. Any other event is encoded by msgspec, whole.
  * The bytes are msgspec's (EVENTS.md): tests/unit/test_events_c.py compares them on random events.
  *
- * configure(Book, Trade, encode) is called once by marketfeed.events; encode_lines(events, buffer)
+ * configure(Book, Trade, Top, encode) is called once by marketfeed.events; encode_lines(events, buffer)
  * then appends one line per event to the bytearray.
  */
 #define PY_SSIZE_T_CLEAN
@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-static PyObject *BookType, *TradeType, *fallback;
+static PyObject *fallback; /* msgspec's encoder, for every event not written here */
 
 typedef struct {
     char *data;
@@ -251,23 +251,52 @@ write_trade(out_t *o, PyObject **f)
     return put_literal(o, "}\n");
 }
 
-#define MAX_FIELDS 9
-static PyObject *book_fields[MAX_FIELDS + 1], *trade_fields[MAX_FIELDS + 1]; /* NULL-terminated names */
+static int
+write_top(out_t *o, PyObject **f)
+{
+    TRY(put_start(o, OPENING("top"), f));
+    TRY(put_literal(o, ",\"seq\":"));
+    TRY(put_optional_int(o, f[4]));
+    TRY(put_literal(o, ",\"bids\":"));
+    TRY(put_levels(o, f[5]));
+    TRY(put_literal(o, ",\"asks\":"));
+    TRY(put_levels(o, f[6]));
+    return put_literal(o, "}\n");
+}
 
-/* a Book or Trade event's line, written from its fields in declaration order (EVENTS.md) */
+#define MAX_FIELDS 9
+
+/* the event types written here: their fields in declaration order (EVENTS.md), and their writer */
+typedef struct {
+    PyObject *type; /* set by configure() */
+    const char *names[MAX_FIELDS + 1];
+    PyObject *fields[MAX_FIELDS + 1]; /* the names, interned at import; NULL-terminated */
+    int (*write)(out_t *, PyObject **);
+} kind_t;
+
+static kind_t kinds[] = {
+    {NULL, {"venue", "symbol", "ts_recv", "ts_exchange", "seq", "snapshot", "bids", "asks", "checksum", NULL}, {NULL}, write_book},
+    {NULL, {"venue", "symbol", "ts_recv", "ts_exchange", "trade_id", "price", "size", "side", NULL}, {NULL}, write_trade},
+    {NULL, {"venue", "symbol", "ts_recv", "ts_exchange", "seq", "bids", "asks", NULL}, {NULL}, write_top},
+};
+#define N_KINDS (sizeof kinds / sizeof kinds[0])
+
+/* a Book, Trade or Top event's line, written from its fields */
 static int
 put_event(out_t *o, PyObject *event)
 {
-    PyTypeObject *type = Py_TYPE(event);
-    PyObject **names = type == (PyTypeObject *)BookType ? book_fields : type == (PyTypeObject *)TradeType ? trade_fields : NULL;
-    if (names == NULL)
+    kind_t *kind = NULL;
+    for (size_t k = 0; k < N_KINDS; k++)
+        if ((PyObject *)Py_TYPE(event) == kinds[k].type)
+            kind = &kinds[k];
+    if (kind == NULL)
         return 0;
     PyObject *f[MAX_FIELDS];
     int n = 0, r = -1;
-    for (; names[n] != NULL; n++)
-        if ((f[n] = PyObject_GetAttr(event, names[n])) == NULL)
+    for (; kind->fields[n] != NULL; n++)
+        if ((f[n] = PyObject_GetAttr(event, kind->fields[n])) == NULL)
             goto done;
-    r = names == book_fields ? write_book(o, f) : write_trade(o, f);
+    r = kind->write(o, f);
 done:
     while (n--)
         Py_DECREF(f[n]);
@@ -331,7 +360,7 @@ encode_lines(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
-/* plain_line(event): the line written here for a Book or Trade event in the plain form, else None
+/* plain_line(event): the line written here for an event in the plain form, else None
  * (for tests, which check that typical events take this path) */
 static PyObject *
 plain_line(PyObject *Py_UNUSED(module), PyObject *event)
@@ -350,20 +379,21 @@ plain_line(PyObject *Py_UNUSED(module), PyObject *event)
 static PyObject *
 configure(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *book, *trade, *encode;
-    if (!PyArg_ParseTuple(args, "OOO:configure", &book, &trade, &encode))
+    PyObject *book, *trade, *top, *encode;
+    if (!PyArg_ParseTuple(args, "OOOO:configure", &book, &trade, &top, &encode))
         return NULL;
-    Py_INCREF(book);
-    Py_INCREF(trade);
+    PyObject *types[N_KINDS] = {book, trade, top};
+    for (size_t k = 0; k < N_KINDS; k++) {
+        Py_INCREF(types[k]);
+        Py_XSETREF(kinds[k].type, types[k]);
+    }
     Py_INCREF(encode);
-    Py_XSETREF(BookType, book);
-    Py_XSETREF(TradeType, trade);
     Py_XSETREF(fallback, encode);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"configure", configure, METH_VARARGS, "configure(Book, Trade, encode): the event types, and msgspec's encoder"},
+    {"configure", configure, METH_VARARGS, "configure(Book, Trade, Top, encode): the event types, and msgspec's encoder"},
     {"plain_line", plain_line, METH_O, "plain_line(event) -> the line written here, or None if msgspec would write it"},
     {"encode_lines", (PyCFunction)(void (*)(void))encode_lines, METH_FASTCALL,
      "encode_lines(events, buffer): append each event as a JSON line to the bytearray"},
@@ -375,13 +405,9 @@ static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_events", NULL, 
 PyMODINIT_FUNC
 PyInit__events(void)
 {
-static const char *book[] = {"venue", "symbol", "ts_recv", "ts_exchange", "seq", "snapshot", "bids", "asks", "checksum", NULL};
-    static const char *trade[] = {"venue", "symbol", "ts_recv", "ts_exchange", "trade_id", "price", "size", "side", NULL};
-    for (int i = 0; book[i] != NULL; i++)
-        if ((book_fields[i] = PyUnicode_InternFromString(book[i])) == NULL)
-            return NULL;
-    for (int i = 0; trade[i] != NULL; i++)
-        if ((trade_fields[i] = PyUnicode_InternFromString(trade[i])) == NULL)
-            return NULL;
+    for (size_t k = 0; k < N_KINDS; k++)
+        for (int i = 0; kinds[k].names[i] != NULL; i++)
+            if ((kinds[k].fields[i] = PyUnicode_InternFromString(kinds[k].names[i])) == NULL)
+                return NULL;
     return PyModule_Create(&module_def);
 }

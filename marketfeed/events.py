@@ -78,7 +78,7 @@ def _encode_lines_py(events: list[Event], buffer: bytearray) -> None:
 
 
 # encode_lines(events, buffer): append events as JSON Lines to ``buffer``, the hot path of every text
-# sink. Where built, marketfeed/_events.c writes Book and Trade events of short decimals itself,
+# sink. Where built, marketfeed/_events.c writes Book, Trade and Top events of short decimals itself,
 # byte for byte as msgspec would, and hands msgspec every other event; else msgspec writes them all.
 try:
     from marketfeed import _events
@@ -86,7 +86,7 @@ except ImportError:
     _events = None
 ACCELERATED = _events is not None and not os.environ.get("MARKETFEED_PURE_PYTHON")
 if ACCELERATED:
-    _events.configure(Book, Trade, _encoder.encode)
+    _events.configure(Book, Trade, Top, _encoder.encode)
     encode_lines = _events.encode_lines
 else:
     encode_lines = _encode_lines_py

@@ -1,7 +1,7 @@
 """The compiled event encoder (marketfeed/_events.c) against msgspec's.
 
 EVENTS.md is a public contract: for any event, the C encoder's lines must be msgspec's bytes. It writes
-Book and Trade events of short decimals itself and hands every other event to msgspec; random events
+Book, Trade and Top events of short decimals itself and hands every other event to msgspec; random events
 of every kind check both, and typical market events must take its own path."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from marketfeed import events
 from marketfeed.events import Book, Status, Top, Trade
 
 _events = pytest.importorskip("marketfeed._events", reason="the C extension is not built here")
-_events.configure(Book, Trade, events._encoder.encode)  # as marketfeed.events does where built
+_events.configure(Book, Trade, Top, events._encoder.encode)  # as marketfeed.events does where built
 
 
 def msgspec_lines(evs: list) -> bytes:
@@ -92,9 +92,14 @@ def trade(rng: random.Random, plain: bool) -> Trade:
     )
 
 
+def top(rng: random.Random, plain: bool) -> Top:
+    b = book(rng, plain)
+    return Top(b.venue, b.symbol, b.ts_recv, b.ts_exchange, b.seq, b.bids, b.asks)
+
+
 def test_market_events_are_written_here_as_msgspec_writes_them() -> None:
     rng = random.Random(1)
-    evs = [book(rng, True) if i % 2 else trade(rng, True) for i in range(5000)]
+    evs = [(book, trade, top)[i % 3](rng, True) for i in range(6000)]
     for ev in evs:
         assert _events.plain_line(ev) is not None, ev  # short decimals: never handed to msgspec
     check(evs)
@@ -113,7 +118,7 @@ def test_any_event_gets_msgspecs_bytes() -> None:
             elif r < 0.9:
                 evs.append(Status("kraken", rng.choice((None, "XBT-USD")), 1, "stale", rng.choice((None, "silent for 30 s"))))
             else:
-                evs.append(Top("coinbase", "BTC-USD", 1, None, 7, [(1.5, 2.0)], []))
+                evs.append(top(rng, rng.random() < 0.3))
         try:
             expected = msgspec_lines(evs)
         except (msgspec.EncodeError, TypeError, OverflowError) as exc:
