@@ -286,7 +286,7 @@ static int
 put_event(out_t *o, PyObject *event)
 {
     kind_t *kind = NULL;
-    for (size_t k = 0; k < N_KINDS; k++)
+    for (size_t k = 0; k < N_KINDS && kind == NULL; k++)
         if ((PyObject *)Py_TYPE(event) == kinds[k].type)
             kind = &kinds[k];
     if (kind == NULL)
