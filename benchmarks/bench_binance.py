@@ -213,12 +213,11 @@ def main() -> None:
         # 19,904 trades take ~15 ms: more runs, so that one quiet one is among them
         rate = best(lambda: replay_adapter("", rtrades, 0), RUNS * 4)
         print(f"  trades, real BTCUSDT ({len(rtrades):,}):                   {rate:>8,.0f} msgs/s")
-        real_snap = schemas.snapshot_decoder.decode(rsnap)
-        real_diffs = [schemas.depth_frame_decoder.decode(f).data for f in rdepth]
     else:
         print("  (real BTCUSDT capture not found: ../shared/captures is absent)")
-        real_diffs = []
     if not pure:
+        real_diffs = [schemas.depth_frame_decoder.decode(f).data for f in rdepth] if SHARED.exists() else []
+        real_snap = schemas.snapshot_decoder.decode(rsnap) if real_diffs else None
         gen_snap = schemas.snapshot_decoder.decode(snap_body)
         gen_diffs = [schemas.depth_frame_decoder.decode(f).data for f in frames[1:]]
         loops = [("C", book_module._apply_levels, book_module._apply_window)] if book_module.ACCELERATED else []
